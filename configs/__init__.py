@@ -1,0 +1,24 @@
+"""Bundled configuration: GPU catalog, services, performance profiles, carbon traces.
+
+`configs.schema` holds the pydantic models; `configs.loader` reads and validates the YAML
+files. Import the loader functions from here.
+"""
+from configs.loader import (
+    ConfigError,
+    CONFIG_DIR,
+    load_gpu_catalog,
+    load_services,
+    profile_paths,
+    resolve_trace,
+    trace_names,
+)
+
+__all__ = [
+    "ConfigError",
+    "CONFIG_DIR",
+    "load_gpu_catalog",
+    "load_services",
+    "profile_paths",
+    "resolve_trace",
+    "trace_names",
+]

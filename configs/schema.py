@@ -1,0 +1,151 @@
+"""Pydantic models of the configuration files (the single definition of their shape)."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MigProfile(_Strict):
+    """One MIG GPU-instance profile as `nvidia-smi mig -lgip/-lgipp` reports it."""
+
+    id: int = Field(ge=0)
+    name: str
+    compute_slices: int = Field(ge=1, le=7)
+    sms: int = Field(gt=0)
+    memory_gib: float = Field(gt=0)
+    max_instances: int = Field(ge=1, le=7)
+    starts: tuple[int, ...]
+    size: int = Field(ge=1, le=8)
+
+    @property
+    def short(self) -> str:
+        """Compute-slice label Clover uses (`3g`)."""
+        return f"{self.compute_slices}g"
+
+
+class GpuType(_Strict):
+    """A MIG-capable GPU model: its profiles and the physical numbers the models need."""
+
+    name: str = ""
+    product_names: tuple[str, ...] = ()
+    memory_gib: float = Field(gt=0)
+    total_sms: int = Field(gt=0)
+    memory_slots: int = Field(default=8, ge=1)
+    compute_slices: int = Field(default=7, ge=1)
+    idle_power_w: float = Field(gt=0)
+    max_power_w: float = Field(gt=0)
+    relative_speed: float = Field(default=1.0, gt=0)
+    source: str = ""
+    verified: bool = True
+    profiles: tuple[MigProfile, ...]
+
+    @model_validator(mode="after")
+    def _check_profiles(self) -> "GpuType":
+        ids = [p.id for p in self.profiles]
+        names = [p.name for p in self.profiles]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate profile id in {ids}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate profile name in {names}")
+        for p in self.profiles:
+            bad = [s for s in p.starts if s < 0 or s + p.size > self.memory_slots]
+            if bad:
+                raise ValueError(
+                    f"profile {p.name}: start slots {bad} with size {p.size} do not fit "
+                    f"in {self.memory_slots} memory slots"
+                )
+        return self
+
+    def profile(self, key: str | int) -> MigProfile:
+        """Look a profile up by ID, name (`3g.40gb`) or compute-slice label (`3g`)."""
+        for p in self.profiles:
+            if key == p.id or key == p.name or (isinstance(key, str) and key.isdigit() and int(key) == p.id):
+                return p
+        main = [p for p in self.profiles if p.short == key and "+" not in p.name]
+        if main:
+            return min(main, key=lambda p: p.memory_gib)
+        known = ", ".join(f"{p.name} (ID {p.id})" for p in self.profiles)
+        raise KeyError(f"unknown MIG profile {key!r} for {self.name}; known: {known}")
+
+
+class GpuCatalog(_Strict):
+    gpu_types: dict[str, GpuType]
+    main_profile_ids: tuple[int, ...]
+
+    @model_validator(mode="after")
+    def _name_types(self) -> "GpuCatalog":
+        for key, gt in self.gpu_types.items():
+            object.__setattr__(gt, "name", key)
+            missing = set(self.main_profile_ids) - {p.id for p in gt.profiles}
+            if missing:
+                raise ValueError(f"gpu_types.{key}: main profile ids {sorted(missing)} are not defined")
+        return self
+
+    def get(self, name: str) -> GpuType:
+        try:
+            return self.gpu_types[name]
+        except KeyError:
+            raise KeyError(
+                f"unknown GPU type {name!r}; known: {', '.join(self.gpu_types)}"
+            ) from None
+
+    def main_profiles(self, gpu_type: str) -> tuple[MigProfile, ...]:
+        gt = self.get(gpu_type)
+        return tuple(gt.profile(i) for i in self.main_profile_ids)
+
+
+class Variant(_Strict):
+    name: str
+    profile_key: str
+    accuracy: float = Field(gt=0, le=100)
+    params_m: float = Field(gt=0)
+    accuracy_source: str = Field(min_length=3)
+    clover: bool = False
+
+
+class Service(_Strict):
+    name: str = ""
+    task: str
+    metric: str
+    input: str = Field(pattern="^(image|qa-json)$")
+    default_sla_ms: float | None = Field(default=None, gt=0)
+    base_variant: str
+    variants: tuple[Variant, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_base(self) -> "Service":
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate variant names in {names}")
+        if self.base_variant not in names:
+            raise ValueError(f"base_variant {self.base_variant!r} is not one of {names}")
+        return self
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise KeyError(f"unknown variant {name!r} of service {self.name!r}; known: {[v.name for v in self.variants]}")
+
+    @property
+    def base(self) -> Variant:
+        return self.variant(self.base_variant)
+
+
+class ServiceCatalog(_Strict):
+    services: dict[str, Service]
+
+    @model_validator(mode="after")
+    def _name_services(self) -> "ServiceCatalog":
+        for key, svc in self.services.items():
+            object.__setattr__(svc, "name", key)
+        return self
+
+    def get(self, name: str) -> Service:
+        try:
+            return self.services[name]
+        except KeyError:
+            raise KeyError(f"unknown service {name!r}; known: {', '.join(self.services)}") from None

@@ -1,0 +1,1 @@
+"""Controller: carbon signal, planner, control loop and the Serve application."""

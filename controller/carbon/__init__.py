@@ -1,0 +1,1 @@
+"""Carbon-intensity signal: trace replay and live API providers."""

@@ -1,0 +1,94 @@
+"""The plan the controller hands to GPU nodes: per GPU a MIG layout, per slice a variant.
+
+Produced by the planner (controller/planner.py), consumed by the control loop, the
+trace-replay simulator and the Serve router. Pure data, JSON round-trippable.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mig.types import Layout, Placement, canonical
+
+
+@dataclass(frozen=True)
+class SliceAssignment:
+    """One MIG slice: where it sits, what it serves, and the share of the service's traffic."""
+
+    placement: Placement
+    variant: str | None  # None: the slice exists but idles (no replica)
+    batch: int = 1
+    share: float = 0.0  # fraction of the total request rate routed to this replica
+
+    def to_json(self) -> dict:
+        return {**self.placement.to_json(), "variant": self.variant, "batch": self.batch, "share": self.share}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "SliceAssignment":
+        return cls(Placement.from_json(d), d.get("variant"), int(d.get("batch", 1)), float(d.get("share", 0.0)))
+
+
+@dataclass(frozen=True)
+class GpuPlan:
+    """The plan for one GPU. An empty `slices` means the GPU is left idle (powered down to idle)."""
+
+    gpu_id: str  # stable id, e.g. "node0/gpu0" or the GPU UUID
+    gpu_type: str
+    slices: tuple[SliceAssignment, ...]
+
+    @property
+    def layout(self) -> Layout:
+        return canonical([s.placement for s in self.slices])
+
+    def to_json(self) -> dict:
+        return {"gpu_id": self.gpu_id, "gpu_type": self.gpu_type, "slices": [s.to_json() for s in self.slices]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "GpuPlan":
+        return cls(d["gpu_id"], d["gpu_type"], tuple(SliceAssignment.from_json(s) for s in d["slices"]))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the performance model predicts for a plan at the rate and carbon intensity it was solved for."""
+
+    power_w: float = 0.0  # average GPU power of all GPUs in the plan (idle included)
+    carbon_g_per_h: float = 0.0  # power × CI × PUE
+    accuracy: float = 0.0  # request-weighted
+    p95_ms: float = 0.0  # worst replica's predicted p95
+    objective: float = 0.0  # Clover's λ·ΔC − (1−λ)·ΔA
+
+
+@dataclass(frozen=True)
+class Plan:
+    service: str
+    gpus: tuple[GpuPlan, ...]
+    rate_rps: float = 0.0
+    carbon_intensity: float = 0.0
+    predicted: Prediction = field(default_factory=Prediction)
+    solve_ms: float = 0.0
+
+    def replicas(self) -> list[tuple[GpuPlan, SliceAssignment]]:
+        """Every slice that serves a variant, with its GPU."""
+        return [(g, s) for g in self.gpus for s in g.slices if s.variant is not None]
+
+    def to_json(self) -> dict:
+        p = self.predicted
+        return {
+            "service": self.service,
+            "rate_rps": self.rate_rps,
+            "carbon_intensity": self.carbon_intensity,
+            "solve_ms": self.solve_ms,
+            "predicted": p.__dict__,
+            "gpus": [g.to_json() for g in self.gpus],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Plan":
+        return cls(
+            d["service"],
+            tuple(GpuPlan.from_json(g) for g in d["gpus"]),
+            float(d.get("rate_rps", 0.0)),
+            float(d.get("carbon_intensity", 0.0)),
+            Prediction(**d.get("predicted", {})),
+            float(d.get("solve_ms", 0.0)),
+        )

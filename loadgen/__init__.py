@@ -1,0 +1,1 @@
+"""Load generator: open-loop Poisson arrivals against the controller's HTTP ingress."""
