@@ -1,11 +1,138 @@
-"""Not implemented yet (placeholder until its issue lands)."""
+"""`loadgen run`: offer Poisson traffic to a Clover service and print what came back.
+
+Exit code 0 whenever the run happened, however many requests the server failed (the table and
+the JSON say so); 2 only when the arguments or the input files cannot be used.
+"""
+from __future__ import annotations
+
 import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from configs.loader import ConfigError, load_services
+from loadgen.arrivals import RateTrace, load_rate_trace
+from loadgen.errors import LoadgenInputError
+from loadgen.generator import run_load_sync
+from loadgen.payloads import load_payloads
+from loadgen.results import LoadResult, LoadStats
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `2m` or `1h` in seconds (argparse type, so a bad value is a usage error)."""
+    m = _DURATION.match(text)
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive duration like 60, 60s, 2m or 1h, got {text!r}")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def _positive(kind: type[int] | type[float]):
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    rate = parser.add_mutually_exclusive_group(required=True)
+    rate.add_argument("--rate", type=_positive(float), metavar="R", help="constant mean request rate (requests/s)")
+    rate.add_argument("--rate-trace", metavar="FILE",
+                      help="CSV 't_s,rate_rps' (first row t_s=0): piecewise-constant rate; the last rate holds to the end")
+    parser.add_argument("--duration", type=parse_duration, required=True, metavar="D",
+                        help="how long to send: seconds, or with a unit (90s, 2m, 1h)")
+    parser.add_argument("--service", default="yolo", choices=sorted(load_services().services),
+                        help="service whose input to send (default: yolo)")
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="controller ingress (default: %(default)s)")
+    parser.add_argument("--payloads", metavar="PATH",
+                        help="folder of JPEG/PNG (yolo, efficientnet) or SQuAD-style JSON file (albert); default: synthetic")
+    parser.add_argument("--concurrency", type=_positive(int), default=64, metavar="N",
+                        help="most requests in flight; arrivals beyond it are counted as dropped_client_side (default: 64)")
+    parser.add_argument("--timeout", type=_positive(float), default=10.0, metavar="S",
+                        help="per-request deadline in seconds, counted as 'timeout' (default: 10)")
+    parser.add_argument("--seed", type=int, default=None, help="seed arrivals and payload choice for a repeatable run")
+    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to this file")
+    parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
+
+
+def _check_url(url: str) -> None:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise LoadgenInputError(f"--url {url!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise LoadgenInputError(f"--url {url!r}: expected http://HOST:PORT or https://HOST:PORT")
+
+
+def results_table(result: LoadResult) -> Table:
+    """The final summary: one row per figure, errors and variants one row per kind."""
+    table = Table(title=f"loadgen: {result.service} at {result.url}", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    lat = result.latency_ms
+    rows: list[tuple[str, str]] = [
+        ("duration (s)", f"{result.duration_s:g} (+{result.elapsed_s - result.duration_s:.2f} drain)"),
+        ("requested rate (req/s)", f"{result.requested_rate_rps:.2f}"),
+        ("offered / achieved rate (req/s)", f"{result.offered_rate_rps:.2f} / {result.achieved_rate_rps:.2f}"),
+        ("offered", str(result.offered)),
+        ("sent", str(result.sent)),
+        ("dropped_client_side", str(result.dropped_client_side)),
+        ("ok", str(result.ok)),
+        ("failed", str(result.failed)),
+    ]
+    rows += [(f"  error {kind}", str(n)) for kind, n in result.errors.items()]
+    if result.retry_after_seen:
+        rows.append(("  with Retry-After", str(result.retry_after_seen)))
+    for name in ("p50", "p95", "p99"):
+        rows.append((f"{name} latency of ok (ms)", "-" if lat[name] is None else f"{lat[name]:.1f}"))
+    rows += [(f"variant {name}", str(n)) for name, n in result.variants.items()]
+    for metric, value in rows:
+        table.add_row(metric, value)
+    return table
+
+
+def _progress_callback(progress: Progress, task_id, duration_s: float):
+    def update(elapsed_s: float, stats: LoadStats) -> None:
+        progress.update(task_id, completed=min(elapsed_s, duration_s),
+                        description=f"sent {stats.sent}  ok {stats.ok}  failed {stats.failed}  "
+                                    f"dropped {stats.dropped_client_side}  in flight {stats.in_flight}")
+    return update
 
 
 def run(args: argparse.Namespace) -> int:
-    print("not implemented yet")
-    return 1
+    try:
+        _check_url(args.url)
+        trace = load_rate_trace(args.rate_trace) if args.rate_trace else RateTrace.constant(args.rate)
+        service = load_services().get(args.service)
+        payloads = load_payloads(service.input, args.payloads, args.seed)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    except (LoadgenInputError, ConfigError, OSError) as exc:
+        print(f"loadgen: error: {exc}", file=sys.stderr)  # plain print: rich would wrap long paths
+        return 2
+    kwargs = dict(concurrency=args.concurrency, timeout_s=args.timeout, seed=args.seed)
+    if args.no_progress:
+        result = run_load_sync(args.url, args.service, trace, args.duration, payloads, **kwargs)
+    else:
+        columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+            task_id = progress.add_task("starting", total=args.duration)
+            result = run_load_sync(args.url, args.service, trace, args.duration, payloads,
+                                   on_progress=_progress_callback(progress, task_id, args.duration), **kwargs)
+    Console().print(results_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return 0

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import csv
+from bisect import bisect_right
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from configs import ConfigError, resolve_trace
@@ -27,6 +28,16 @@ class Trace:
             return 1.0
         step = (self.times[1] - self.times[0]).total_seconds()
         return ((self.times[-1] - self.times[0]).total_seconds() + step) / 3600.0
+
+    def at(self, elapsed_s: float, loop: bool = True) -> tuple[datetime, float]:
+        """Time and value `elapsed_s` seconds after the first row (a row holds until the next one).
+
+        Past the end the trace starts over when `loop`, else the last value holds.
+        """
+        span = self.hours * 3600.0
+        elapsed_s = elapsed_s % span if loop else min(max(elapsed_s, 0.0), span)
+        when = self.times[0] + timedelta(seconds=elapsed_s)
+        return when, self.values[max(0, bisect_right(self.times, when) - 1)]
 
 
 def load_trace(name_or_path: str | Path) -> Trace:

@@ -1,0 +1,564 @@
+"""The control loop: read carbon, re-plan, and move the running service to the new plan without
+dropping a request (make-before-break, one GPU at a time).
+
+Layout of this module: pure decisions first (what changes on a GPU, whether the rest of the
+service can carry the load while it changes, what the traffic shares are), testable without
+Ray; then `ControlLoop`, the adapter that carries the decisions out through the node agents
+(MIG), Serve (replicas) and the ingress (router shares, draining).
+
+One GPU step, in order:
+ 1. start and warm the replicas that need no MIG change (a new variant on a kept slice) with
+    share 0;
+ 2. check the replicas that stay up can carry the current rate within the SLA; if not, the
+    step is deferred (other GPUs first), then skipped and logged;
+ 3. move traffic off the replicas that go away (router shares), drain their in-flight requests,
+    stop them;
+ 4. destroy/create MIG instances through the node agent;
+ 5. start and warm the replicas on the new slices; move traffic on.
+A failed step rolls the GPU back to its previous layout and replicas (logged); a node agent that
+dies is logged, its GPUs leave the plan, and the rest re-plans.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from controller.plan import GpuPlan, Plan, SliceAssignment
+from controller.runlog import RunLog
+
+log = logging.getLogger(__name__)
+
+SliceKey = tuple[str, int, str, int]  # (profile, start, variant, batch)
+
+
+# ---- pure decisions --------------------------------------------------------------------------
+def slice_key(s: SliceAssignment) -> SliceKey:
+    return (s.placement.profile, s.placement.start, s.variant or "", s.batch)
+
+
+@dataclass(frozen=True)
+class GpuChange:
+    """What moving one GPU from `old` to `new` means."""
+
+    gpu_id: str
+    stop: tuple[SliceAssignment, ...]  # replicas that go away
+    start_kept: tuple[SliceAssignment, ...]  # new replicas on slices that stay (no MIG op needed)
+    start_new: tuple[SliceAssignment, ...]  # new replicas on slices that must be created
+    layout_changes: bool
+
+    @property
+    def is_noop(self) -> bool:
+        return not (self.stop or self.start_kept or self.start_new or self.layout_changes)
+
+
+def diff_gpu(old: GpuPlan | None, new: GpuPlan) -> GpuChange:
+    """Replicas to stop/start and whether the MIG layout changes (shares are ignored)."""
+    old_slices = old.slices if old else ()
+    old_layout = set(old.layout) if old else set()
+    new_layout = set(new.layout)
+    old_keys = {slice_key(s) for s in old_slices if s.variant}
+    new_keys = {slice_key(s) for s in new.slices if s.variant}
+    stop = tuple(s for s in old_slices if s.variant and slice_key(s) not in new_keys)
+    starts = [s for s in new.slices if s.variant and slice_key(s) not in old_keys]
+    kept = old_layout & new_layout
+    return GpuChange(
+        gpu_id=new.gpu_id,
+        stop=stop,
+        start_kept=tuple(s for s in starts if s.placement in kept),
+        start_new=tuple(s for s in starts if s.placement not in kept),
+        layout_changes=old_layout != new_layout,
+    )
+
+
+def plan_changed(old: Plan | None, new: Plan) -> bool:
+    """True if any GPU's layout, variants or batches differ (a share-only change is not a change)."""
+    if old is None:
+        return True
+    olds = {g.gpu_id: g for g in old.gpus}
+    return any(not diff_gpu(olds.get(g.gpu_id), g).is_noop for g in new.gpus) or set(olds) != {g.gpu_id for g in new.gpus}
+
+
+def order_changes(changes: list[GpuChange], capacity_lost: Callable[[GpuChange], float]) -> list[GpuChange]:
+    """Cheapest first: the GPU whose step takes the least capacity offline goes first, so the
+    steps that need most headroom run when the earlier ones have already added capacity."""
+    return sorted((c for c in changes if not c.is_noop), key=lambda c: (capacity_lost(c), c.gpu_id))
+
+
+def enough_capacity(remaining_rps: float, rate_rps: float, headroom: float) -> bool:
+    """May a step take replicas offline? Only if what stays up carries rate × headroom within the SLA."""
+    return remaining_rps >= rate_rps * headroom
+
+
+# ---- the adapter -------------------------------------------------------------------------------
+@dataclass
+class LoopSettings:
+    service: str
+    lam: float
+    sla_ms: float | None  # None: Base's p95 at the expected rate (Clover's SLA)
+    replan_every_s: float
+    rate_rps: float  # expected request rate for the first plan (measured afterwards)
+    pue: float = 1.5
+    execution: str = "simulated"
+    headroom: float = 1.1  # capacity kept above the measured rate while slices are down
+    drain_timeout_s: float = 15.0
+    replica_timeout_s: float = 120.0
+    threads: int = 1
+    weights_dir: str | None = None
+    min_rate_rps: float = 1.0
+
+
+@dataclass
+class GpuHandle:
+    """Where a plan GPU lives."""
+
+    gpu_id: str
+    node: str
+    index: int
+    gpu_type: str
+
+
+@dataclass
+class _Running:
+    """One running replica."""
+
+    spec: Any  # controller.replica.ReplicaSpec
+    assignment: SliceAssignment
+    gpu_id: str
+
+
+@dataclass
+class LoopStats:
+    reconfigurations: int = 0
+    mig_ops: int = 0
+    skipped_steps: int = 0
+    rollbacks: int = 0
+    intervals: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ControlLoop:
+    """Carries plans out on the cluster; `tick()` is one re-plan interval, `run()` loops."""
+
+    def __init__(self, settings: LoopSettings, *, runlog: RunLog, carbon: Any, agents: dict[str, Any],
+                 ingress: Any, perf: Any | None = None, accountant: Any | None = None,
+                 on_interval: Callable[[dict[str, Any]], None] | None = None) -> None:
+        from configs import load_services
+        from models.performance import PerformanceModel
+
+        self.s = settings
+        self.log = runlog
+        self.carbon = carbon
+        self.agents = dict(agents)
+        self.ingress = ingress
+        self.perf = perf or PerformanceModel.default()
+        self.service = load_services().get(settings.service)
+        self.accountant = accountant
+        self.on_interval = on_interval
+        self.stats = LoopStats()
+        self.gpus: dict[str, GpuHandle] = {}
+        self.slice_info: dict[str, dict[tuple[str, int], dict[str, Any]]] = {}  # gpu_id -> placement -> slice
+        self.running: dict[str, GpuPlan] = {}
+        self.replicas: dict[str, _Running] = {}  # app name -> replica
+        self.plan: Plan | None = None
+        self.rate_rps = settings.rate_rps
+        self.carbon_now = 0.0
+        self._stop = threading.Event()
+        self._forced: Plan | None = None
+        self._discover()
+        gpu_list = [(g.gpu_id, g.gpu_type) for g in self.gpus.values()]
+        if settings.sla_ms is None:
+            from controller.planning_model import base_p95_ms
+
+            self.s.sla_ms = base_p95_ms(self.service, gpu_list, self.perf, settings.rate_rps)
+        self.log.event("start", f"controller for {settings.service}: λ={settings.lam}, SLA {self.s.sla_ms:.1f} ms, "
+                                f"{len(gpu_list)} GPUs on {len(self.agents)} nodes",
+                       service=settings.service, lam=settings.lam, sla_ms=self.s.sla_ms,
+                       carbon_source=getattr(carbon, "name", type(carbon).__name__), gpus=gpu_list)
+
+    # -- cluster discovery ------------------------------------------------------------------------
+    def _discover(self) -> None:
+        import ray
+
+        for node, agent in list(self.agents.items()):
+            try:
+                info = ray.get(agent.info.remote(), timeout=30)
+            except Exception as exc:  # noqa: BLE001 - an agent that cannot answer is a lost node
+                self._lose_node(node, f"agent did not answer info(): {exc}")
+                continue
+            for g in info["gpus"]:
+                if not g["mig_enabled"]:
+                    self.log.event("error", f"{g['gpu_id']}: MIG mode is off; run `gpu-node mig enable`; GPU not used",
+                                   where="discover", error="mig disabled")
+                    continue
+                self.gpus[g["gpu_id"]] = GpuHandle(g["gpu_id"], node, g["index"], g["gpu_type"])
+                self.slice_info[g["gpu_id"]] = {(s["profile"], s["start"]): s for s in g["slices"]}
+
+    def _refresh_slices(self, gpu_id: str) -> None:
+        import ray
+
+        h = self.gpus[gpu_id]
+        info = ray.get(self.agents[h.node].info.remote(), timeout=30)
+        for g in info["gpus"]:
+            if g["gpu_id"] == gpu_id:
+                self.slice_info[gpu_id] = {(s["profile"], s["start"]): s for s in g["slices"]}
+
+    def _lose_node(self, node: str, why: str) -> None:
+        self.agents.pop(node, None)
+        lost = [gid for gid, h in self.gpus.items() if h.node == node]
+        for gid in lost:
+            self.gpus.pop(gid, None)
+        self.log.event("error", f"node agent {node} lost ({why}); its GPUs {lost} leave the plan, serving on the rest",
+                       where=f"agent {node}", error=why)
+
+    # -- model helpers ---------------------------------------------------------------------------
+    def _problem(self, rate: float, ci: float, current: Plan | None = None) -> Any:
+        from controller.planning_model import PlanningProblem
+
+        gpus = tuple(sorted((g.gpu_id, g.gpu_type) for g in self.gpus.values()))
+        return PlanningProblem(self.service, gpus, self.perf, max(rate, self.s.min_rate_rps), self.s.sla_ms,
+                               lam=self.s.lam, carbon_intensity=ci, pue=self.s.pue, current=current)
+
+    def _rmax(self, gpu_type: str, s: SliceAssignment) -> float:
+        from controller.planning_model import column_of
+
+        return column_of(self._problem(self.rate_rps, self.carbon_now), gpu_type, s).rmax_rps
+
+    def _gpu_type_of(self, gpu_id: str) -> str:
+        h = self.gpus.get(gpu_id)
+        return h.gpu_type if h else self.running[gpu_id].gpu_type
+
+    def _capacity(self, names: list[str]) -> float:
+        return sum(self._rmax(self._gpu_type_of(self.replicas[n].gpu_id), self.replicas[n].assignment)
+                   for n in names)
+
+    # -- replicas and traffic ----------------------------------------------------------------------
+    def _spec(self, gpu_id: str, s: SliceAssignment) -> Any:
+        from controller.replica import ReplicaSpec
+        from mig.placement import compute_slices_of
+
+        h = self.gpus[gpu_id]
+        sl = self.slice_info[gpu_id][(s.placement.profile, s.placement.start)]
+        v = self.service.variant(s.variant)
+        return ReplicaSpec(service=self.service.name, variant=v.name, variant_key=v.profile_key,
+                           input=self.service.input, batch=s.batch, node=h.node, gpu=h.index, gpu_id=gpu_id,
+                           gpu_type=h.gpu_type, profile=s.placement.profile, start=s.placement.start,
+                           compute_slices=compute_slices_of(s.placement.profile), gi_id=sl["gi_id"],
+                           mig_uuid=sl["uuid"], execution=self.s.execution, threads=self.s.threads,
+                           weights_dir=self.s.weights_dir)
+
+    def _start(self, gpu_id: str, slices: tuple[SliceAssignment, ...]) -> list[str]:
+        """Deploy and warm replicas (share 0) and register them with the router."""
+        import ray
+
+        from controller.replica import deploy_replicas
+        from controller.router import queue_bound
+
+        if not slices:
+            return []
+        specs = [self._spec(gpu_id, s) for s in slices]
+        for sp in specs:
+            self.log.event("replica", f"{sp.app_name} starting", gpu=gpu_id, slice=sp.slice_id,
+                           variant=sp.variant, state="starting")
+        deploy_replicas(specs, timeout_s=self.s.replica_timeout_s)
+        routes = []
+        h = self.gpus[gpu_id]
+        for sp, s in zip(specs, slices):
+            self.replicas[sp.app_name] = _Running(sp, s, gpu_id)
+            tput = self.perf.throughput_rps(sp.variant_key, sp.gpu_type, sp.compute_slices, sp.batch)
+            routes.append({"name": sp.app_name, "variant": sp.variant,
+                           "max_queue": queue_bound(tput, self.s.sla_ms, sp.batch)})
+            ray.get(self.agents[h.node].mark_in_use.remote(h.index, sp.gi_id, "clover"), timeout=30)
+            self.log.event("replica", f"{sp.app_name} up", gpu=gpu_id, slice=sp.slice_id, variant=sp.variant,
+                           state="up")
+        self.ingress.add_routes.remote(routes).result()
+        return [sp.app_name for sp in specs]
+
+    def _stop_replicas(self, names: list[str]) -> None:
+        """Drain (no new traffic, wait for in-flight) and delete replicas; release their slices."""
+        import ray
+
+        from controller.replica import stop_replicas
+
+        if not names:
+            return
+        self.ingress.drain.remote(names).result()
+        for n in names:
+            r = self.replicas[n]
+            self.log.event("replica", f"{n} draining", gpu=r.gpu_id, slice=r.spec.slice_id,
+                           variant=r.spec.variant, state="draining")
+        left = self.ingress.wait_drained.remote(names, self.s.drain_timeout_s).result()
+        if left:
+            self.log.event("error", f"{left} requests still in flight after {self.s.drain_timeout_s}s drain",
+                           where="drain", error="drain timeout")
+        stop_replicas(names)
+        self.ingress.remove_routes.remote(names).result()
+        for n in names:
+            r = self.replicas.pop(n)
+            still_used = any(o.spec.gpu_id == r.spec.gpu_id and o.spec.gi_id == r.spec.gi_id
+                             for o in self.replicas.values())
+            h = self.gpus.get(r.gpu_id)
+            if h is not None and not still_used:
+                try:
+                    ray.get(self.agents[h.node].release.remote(h.index, r.spec.gi_id, "clover"), timeout=30)
+                except Exception as exc:  # noqa: BLE001 - the agent may be gone; the replica is stopped anyway
+                    log.warning("release of %s failed: %s", n, exc)
+            self.log.event("replica", f"{n} down", gpu=r.gpu_id, slice=r.spec.slice_id, variant=r.spec.variant,
+                           state="down")
+
+    def _set_shares(self, serving: list[str]) -> None:
+        """Shares over the given replicas: the planner's optimal routing at the current rate, or
+        (too little capacity for that) proportional to each replica's SLA capacity."""
+        from controller.planning_model import route
+
+        if not serving:
+            return
+        reps = [(self._gpu_type_of(self.replicas[n].gpu_id), self.replicas[n].assignment) for n in serving]
+        shares = route(self._problem(self.rate_rps, self.carbon_now), reps, self.carbon_now)
+        if shares is None or sum(shares) <= 0:
+            shares = [self._rmax(t, s) for t, s in reps]
+        table = {n: float(x) for n, x in zip(serving, shares)}
+        self.ingress.set_shares.remote(table).result()
+        self.log.event("shares", f"traffic over {sum(1 for x in table.values() if x > 0)} replicas",
+                       shares={n: round(x, 4) for n, x in table.items()})
+
+    # -- applying a plan -------------------------------------------------------------------------
+    def apply(self, target: Plan) -> Plan:
+        """Move the service to `target`, one GPU at a time; returns what is actually running."""
+        olds = dict(self.running)
+        changes = [diff_gpu(olds.get(g.gpu_id), g) for g in target.gpus if g.gpu_id in self.gpus]
+        lost = lambda c: sum(self._rmax(self._gpu_type_of(c.gpu_id), s) for s in c.stop)  # noqa: E731
+        pending = order_changes(changes, lost)
+        targets = {g.gpu_id: g for g in target.gpus}
+        deferred_once: set[str] = set()
+        while pending:
+            c = pending.pop(0)
+            status = self._apply_gpu(c, olds.get(c.gpu_id), targets[c.gpu_id])
+            if status == "deferred":
+                if c.gpu_id in deferred_once or not pending:
+                    self.stats.skipped_steps += 1
+                    self.log.event("error", f"{c.gpu_id}: skipped, the other replicas cannot carry "
+                                            f"{self.rate_rps:.1f} req/s while it changes; kept as is",
+                                   where=f"apply {c.gpu_id}", error="not enough capacity")
+                else:
+                    deferred_once.add(c.gpu_id)
+                    pending.append(c)
+        # The GPUs of nodes lost meanwhile: their replicas go last, once the rest carries the load.
+        orphans = [n for n, r in self.replicas.items() if r.gpu_id not in self.gpus]
+        if orphans:
+            self._stop_replicas(orphans)
+        for gid in [g for g in self.running if g not in self.gpus]:
+            self.running.pop(gid)
+        self._set_shares(list(self.replicas))
+        return replace(target, gpus=tuple(self.running[g] for g in sorted(self.running)))
+
+    def _apply_gpu(self, c: GpuChange, old: GpuPlan | None, new: GpuPlan) -> str:
+        """One GPU step; returns 'done', 'deferred', 'rolled_back' or 'lost'."""
+        from ray.exceptions import RayActorError
+
+        h = self.gpus[c.gpu_id]
+        stop_names = [n for n, r in self.replicas.items()
+                      if r.gpu_id == c.gpu_id and slice_key(r.assignment) in {slice_key(s) for s in c.stop}]
+        started: list[str] = []
+        try:
+            started += self._start(c.gpu_id, c.start_kept)  # make before break, where no MIG op is needed
+            staying = [n for n in self.replicas if n not in stop_names]
+            if stop_names and not enough_capacity(self._capacity(staying), self.rate_rps, self.s.headroom):
+                self._stop_replicas(started)  # undo: this step waits for the others
+                return "deferred"
+            self._set_shares(staying)
+            self._stop_replicas(stop_names)
+            if c.layout_changes:
+                self._mig(h, new)
+            started += self._start(c.gpu_id, c.start_new)
+        except RayActorError as exc:
+            self._lose_node(h.node, f"died during re-partition of {c.gpu_id}: {exc}")
+            self.running[c.gpu_id] = replace(new, slices=tuple(r.assignment for r in self.replicas.values()
+                                                               if r.gpu_id == c.gpu_id))
+            return "lost"
+        except Exception as exc:  # noqa: BLE001 - any failed step rolls back to a serving state
+            self.log.event("error", f"{c.gpu_id}: step failed ({exc}); rolling back to the previous layout",
+                           where=f"apply {c.gpu_id}", error=str(exc))
+            self.stats.rollbacks += 1
+            self._rollback(c.gpu_id, old)
+            return "rolled_back"
+        self.running[c.gpu_id] = new
+        self.stats.reconfigurations += 1
+        self._set_shares(list(self.replicas))
+        return "done"
+
+    def _mig(self, h: GpuHandle, new: GpuPlan) -> None:
+        import ray
+
+        ops = ray.get(self.agents[h.node].apply_layout.remote(h.index, [p.to_json() for p in new.layout]),
+                      timeout=300)
+        for op in ops:
+            self.stats.mig_ops += 1
+            self.log.event("mig_op", f"{op['op']} {op['profile']}@{op['start']} on {h.gpu_id} "
+                                     f"{'ok' if op['ok'] else 'FAILED'} in {op['duration_s']:.2f}s", **op)
+        self._refresh_slices(h.gpu_id)
+        bad = [op for op in ops if not op["ok"]]
+        if bad:
+            raise RuntimeError(f"MIG {bad[0]['op']} {bad[0]['profile']}@{bad[0]['start']} failed: {bad[0]['error']}")
+
+    def _rollback(self, gpu_id: str, old: GpuPlan | None) -> None:
+        """Back to the previous layout and replicas of one GPU; if even that fails, leave it empty."""
+        h = self.gpus.get(gpu_id)
+        mine = [n for n, r in self.replicas.items() if r.gpu_id == gpu_id]
+        try:
+            self._stop_replicas([n for n in mine if old is None or slice_key(self.replicas[n].assignment)
+                                 not in {slice_key(s) for s in old.slices}])
+            if old is not None and h is not None:
+                self._mig(h, old)
+                have = {slice_key(r.assignment) for r in self.replicas.values() if r.gpu_id == gpu_id}
+                self._start(gpu_id, tuple(s for s in old.slices if s.variant and slice_key(s) not in have))
+                self.running[gpu_id] = old
+        except Exception as exc:  # noqa: BLE001
+            self.log.event("error", f"{gpu_id}: rollback failed ({exc}); GPU left out, serving on the rest",
+                           where=f"rollback {gpu_id}", error=str(exc))
+            self.running.pop(gpu_id, None)
+        self._set_shares(list(self.replicas))
+
+    # -- one interval ------------------------------------------------------------------------------
+    def read_carbon(self) -> float:
+        reading = self.carbon.current()
+        self.carbon_now = float(reading.value_gco2_per_kwh)
+        self.log.event("carbon", f"carbon intensity {self.carbon_now:.0f} gCO2/kWh", value=self.carbon_now,
+                       source=reading.source, stale=reading.stale)
+        return self.carbon_now
+
+    def replan(self) -> None:
+        from controller.planner import solve
+
+        if not self.gpus:
+            self.log.event("error", "no GPU left to plan for", where="replan", error="no gpus")
+            return
+        forced, self._forced = self._forced, None
+        t0 = time.perf_counter()
+        target = forced or solve(self._problem(self.rate_rps * self.s.headroom, self.carbon_now, self.plan))
+        solve_ms = (time.perf_counter() - t0) * 1000.0
+        target = Plan(target.service, tuple(g for g in target.gpus if g.gpu_id in self.gpus), target.rate_rps,
+                      target.carbon_intensity, target.predicted, target.solve_ms)
+        changed = plan_changed(self.plan, target)
+        p = target.predicted
+        self.log.event("plan", f"{'forced ' if forced else ''}plan {'changes' if changed else 'unchanged'}: "
+                               f"{_describe(target)}", plan=target.to_json(),
+                       predicted_carbon_g_per_h=p.carbon_g_per_h, predicted_accuracy=p.accuracy,
+                       predicted_p95_ms=p.p95_ms, solve_ms=solve_ms, changed=changed)
+        if changed:
+            self.plan = self.apply(target)
+        else:
+            self.plan = target
+            self._set_shares(list(self.replicas))
+
+    def account(self) -> dict[str, Any]:
+        """Measured energy, carbon, accuracy, p95 and requests of the interval that just ended."""
+        import ray
+
+        from controller.objective import carbon_g
+        from controller.planning_model import base_power_w
+
+        traffic = self.ingress.take_interval.remote().result()
+        energy_j = 0.0
+        for node, agent in list(self.agents.items()):
+            try:
+                energy_j += sum(ray.get(agent.interval_energy.remote(), timeout=30)["energy_j"].values())
+            except Exception as exc:  # noqa: BLE001 - a dead agent: logged, its GPUs leave the plan
+                self._lose_node(node, f"energy read failed: {exc}")
+        dur = max(traffic["duration_s"], 1e-6)
+        measured_rate = traffic["requests"] / dur
+        acc = (sum(self.service.variant(v).accuracy * n for v, n in traffic["variants"].items())
+               / traffic["requests"]) if traffic["requests"] else 0.0
+        problem = self._problem(max(measured_rate, self.s.min_rate_rps), self.carbon_now)
+        baseline_j = base_power_w(problem) * dur
+        rec = {"duration_s": dur, "energy_j": energy_j, "carbon_g": carbon_g(energy_j, self.carbon_now, self.s.pue),
+               "baseline_carbon_g": carbon_g(baseline_j, self.carbon_now, self.s.pue), "accuracy": acc,
+               "baseline_accuracy": self.service.base.accuracy, "p95_ms": traffic["p95_ms"],
+               "requests": traffic["requests"], "failed": traffic["failed"], "carbon_intensity": self.carbon_now,
+               "variants": traffic["variants"]}
+        self.stats.intervals.append(rec)
+        self.log.event("interval", f"{traffic['requests']} requests, {energy_j:.0f} J, {rec['carbon_g']:.3f} g "
+                                   f"(base {rec['baseline_carbon_g']:.3f} g), p95 {traffic['p95_ms']:.1f} ms",
+                       **{k: v for k, v in rec.items() if k not in ("variants", "baseline_accuracy", "carbon_intensity")})
+        if traffic["requests"] > 0:  # the next plan follows the measured rate
+            self.rate_rps = measured_rate
+        if self.on_interval:
+            self.on_interval(rec)
+        return rec
+
+    def publish_status(self) -> None:
+        totals = {k: sum(i[k] for i in self.stats.intervals) for k in ("carbon_g", "baseline_carbon_g", "energy_j",
+                                                                        "requests", "failed")}
+        status = {"plan": self.plan.to_json() if self.plan else None, "carbon_intensity": self.carbon_now,
+                  "rate_rps": self.rate_rps, "sla_ms": self.s.sla_ms, "lambda": self.s.lam,
+                  "emissions": totals, "reconfigurations": self.stats.reconfigurations}
+        self.ingress.set_status.remote(status, self.metrics_text()).result()
+
+    def metrics_text(self) -> str:
+        from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+        reg = CollectorRegistry()
+        tot = lambda k: sum(i[k] for i in self.stats.intervals)  # noqa: E731
+        for name, doc, value in (
+            ("clover_carbon_intensity_gco2_per_kwh", "current grid carbon intensity", self.carbon_now),
+            ("clover_carbon_grams_total", "carbon emitted so far", tot("carbon_g")),
+            ("clover_baseline_carbon_grams_total", "carbon Base would have emitted", tot("baseline_carbon_g")),
+            ("clover_energy_joules_total", "GPU energy so far", tot("energy_j")),
+            ("clover_requests_total", "requests served", tot("requests")),
+            ("clover_requests_failed_total", "requests failed", tot("failed")),
+            ("clover_reconfigurations_total", "GPU re-partition steps applied", self.stats.reconfigurations),
+            ("clover_replicas", "replicas running", len(self.replicas)),
+            ("clover_sla_ms", "latency SLA", self.s.sla_ms or 0.0),
+        ):
+            Gauge(name, doc, registry=reg).set(value)
+        return generate_latest(reg).decode()
+
+    def handle_commands(self) -> None:
+        for cmd in self.ingress.take_commands.remote().result():
+            if cmd["kind"] == "config":
+                self.s.lam = cmd.get("lam", self.s.lam)
+                self.s.sla_ms = cmd.get("sla_ms", self.s.sla_ms)
+                self.log.event("config", f"λ={self.s.lam}, SLA {self.s.sla_ms} ms (from POST /v1/config)",
+                               lam=self.s.lam, sla_ms=self.s.sla_ms)
+            elif cmd["kind"] == "plan":
+                self._forced = Plan.from_json(cmd["plan"])
+
+    def tick(self, first: bool = False) -> None:
+        if not first:
+            self.account()
+        self.handle_commands()
+        self.read_carbon()
+        self.replan()
+        self.publish_status()
+
+    def run(self, duration_s: float | None = None) -> None:
+        """Tick every `replan_every_s` until `stop()` (or `duration_s`)."""
+        t_end = time.monotonic() + duration_s if duration_s else None
+        self.tick(first=True)
+        while not self._stop.is_set():
+            next_t = time.monotonic() + self.s.replan_every_s
+            if t_end is not None and next_t > t_end:
+                self._stop.wait(max(0.0, t_end - time.monotonic()))
+                break
+            if self._stop.wait(max(0.0, next_t - time.monotonic())):
+                break
+            self.tick()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def finish(self) -> None:
+        """Account for the last partial interval."""
+        self.account()
+        self.publish_status()
+
+
+def _describe(plan: Plan) -> str:
+    parts = []
+    for g in plan.gpus:
+        sl = ", ".join(f"{s.placement.profile}:{s.variant or '-'}" + (f"×b{s.batch}" if s.variant else "")
+                       for s in g.slices)
+        parts.append(f"{g.gpu_id}[{sl or 'idle'}]")
+    return " ".join(parts)

@@ -1,0 +1,213 @@
+"""Exact carbon-aware planner: a HiGHS MILP over slice-size multisets and per-slice columns.
+
+Formulation (proof of exactness in docs/planner.md). For each GPU type t with n_t GPUs:
+  y[t,m] ∈ ℤ≥0   GPUs of type t using slice multiset m (of the maximal layouts), Σ_m y = n_t
+  x[c]   ∈ ℤ≥0   replicas of column c = (t, slice size s, variant, batch)
+  r[c]   ≥ 0     requests/s routed to column c's replicas in total
+  Σ_{c of (t,s)} x[c] ≤ Σ_m count_m(s)·y[t,m]      (replicas need slices of their size)
+  r[c] ≤ rmax[c]·x[c]                              (each replica's p95 ≤ SLA, split evenly)
+  Σ_c r[c] = R
+  maximise  const + power_coef·(Σ idle + Σ_c e[c]·r[c]) + accuracy_coef·Σ_c acc[c]·r[c]/R
+The coefficients come from controller/objective.py (the only place λ is applied).
+
+Beyond Clover (`solve` with `problem.current` and `problem.forecast`): the new optimum is
+adopted only if its objective gain summed over the forecast horizon pays back the
+reconfiguration (energy of loading replicas + traffic lost on changed slices while they
+restart); otherwise the current replicas are kept and only re-routed.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import replace
+
+import highspy
+
+from controller.plan import GpuPlan, Plan, SliceAssignment
+from controller.planning_model import (
+    Column, PlanningProblem, columns, multisets, objective_for, predict, reroute, slice_profiles,
+)
+
+
+class InfeasibleError(ValueError):
+    """No plan serves the rate within the SLA on these GPUs."""
+
+
+def solve(problem: PlanningProblem) -> Plan:
+    """The optimal plan (and, with a current plan and a forecast, whether to switch to it)."""
+    t0 = time.perf_counter()
+    best = solve_exact(problem)
+    plan = best
+    if problem.current is not None and problem.forecast:
+        plan = _pay_back_choice(problem, best)
+    return replace(plan, solve_ms=(time.perf_counter() - t0) * 1000.0)
+
+
+def solve_exact(problem: PlanningProblem) -> Plan:
+    """The MILP optimum for the problem's current carbon intensity (no switching cost)."""
+    obj = objective_for(problem)
+    rate = problem.rate_rps
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("mip_rel_gap", 1e-9)
+    h.setOptionValue("mip_abs_gap", 1e-12)
+    h.setOptionValue("threads", 1)
+    counts: dict[str, int] = defaultdict(int)
+    for _, t in problem.gpus:
+        counts[t] += 1
+    y: dict[tuple[str, tuple[int, ...]], object] = {}
+    cols: list[tuple[Column, object, object]] = []
+    total_rate = 0
+    for t, n in sorted(counts.items()):
+        ms = multisets(t)
+        for m in ms:
+            y[t, m] = h.addVariable(lb=0, ub=n, type=highspy.HighsVarType.kInteger)
+        h.addConstr(sum(y[t, m] for m in ms) == n)
+        by_size: dict[int, list] = defaultdict(list)
+        for c in columns(problem, t):
+            most = n * max(m.count(c.slices) for m in ms)
+            if most == 0:
+                continue
+            x = h.addVariable(lb=0, ub=most, type=highspy.HighsVarType.kInteger)
+            r = h.addVariable(lb=0, ub=min(rate, c.rmax_rps * most))
+            h.addConstr(r - c.rmax_rps * x <= 0)
+            by_size[c.slices].append(x)
+            cols.append((c, x, r))
+            total_rate = total_rate + r
+        for s, xs in by_size.items():
+            h.addConstr(sum(xs) - sum(m.count(s) * y[t, m] for m in ms) <= 0)
+    if not cols:
+        raise InfeasibleError(_infeasible_msg(problem))
+    h.addConstr(total_rate == rate)
+    value = sum((obj.power_coef * c.energy_j_per_req + obj.accuracy_coef * c.accuracy / rate) * r for c, _, r in cols)
+    h.maximize(value)
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        raise InfeasibleError(_infeasible_msg(problem))
+    sol_y = {k: int(round(h.val(v))) for k, v in y.items()}
+    sol = [(c, int(round(h.val(x))), max(0.0, h.val(r))) for c, x, r in cols]
+    plan = _decode(problem, sol_y, [(c, n, r) for c, n, r in sol if n > 0 and r > 1e-9 * rate])
+    return replace(plan, predicted=predict(plan, problem))
+
+
+def _infeasible_msg(problem: PlanningProblem) -> str:
+    return (f"no configuration of {len(problem.gpus)} GPU(s) serves {problem.rate_rps:g} req/s of "
+            f"{problem.service.name!r} with p95 ≤ {problem.sla_ms:g} ms: lower --rate, raise --sla-ms "
+            f"or add GPUs")
+
+
+def _decode(problem: PlanningProblem, y: dict, sol: list[tuple[Column, int, float]]) -> Plan:
+    """Turn counts into per-GPU slices, keeping the current plan's layouts and replicas where
+    the counts allow (fewer MIG operations and model loads for the control loop)."""
+    rate = problem.rate_rps
+    current = {g.gpu_id: g for g in problem.current.gpus} if problem.current else {}
+    out: list[GpuPlan] = []
+    for t in problem.gpu_types:
+        ms = multisets(t)
+        pool = {m: k for (tt, m), k in y.items() if tt == t and k > 0}
+        reps: dict[int, list[tuple[str, int, float]]] = defaultdict(list)
+        for c, n, r in sol:
+            if c.gpu_type == t:
+                reps[c.slices] += [(c.variant, c.batch, r / n / rate)] * n
+        ids = [gid for gid, tt in problem.gpus if tt == t]
+        chosen: dict[str, tuple[int, ...]] = {}
+        for gid in ids:  # keep the current multiset where possible
+            g = current.get(gid)
+            m = tuple(sorted((_size(t, s.placement.profile) for s in g.slices), reverse=True)) if g else None
+            if m is not None and pool.get(m, 0) > 0:
+                chosen[gid] = m
+                pool[m] -= 1
+        rest = [m for m, k in pool.items() for _ in range(k)]
+        for gid in ids:
+            if gid not in chosen:
+                chosen[gid] = rest.pop(0)
+        for gid in ids:
+            g = current.get(gid)
+            m = chosen[gid]
+            layout = [s.placement for s in g.slices] if g and _multiset(t, g) == m else list(ms[m])
+            old = {s.placement: (s.variant, s.batch) for s in g.slices} if g else {}
+            slices: list[SliceAssignment | None] = [None] * len(layout)
+            for i, p in enumerate(layout):  # same replica on the same slice first
+                pool_s = reps[_size(t, p.profile)]
+                for j, (v, b, sh) in enumerate(pool_s):
+                    if (v, b) == old.get(p):
+                        slices[i] = SliceAssignment(p, v, b, sh)
+                        pool_s.pop(j)
+                        break
+            for i, p in enumerate(layout):
+                if slices[i] is None:
+                    pool_s = reps[_size(t, p.profile)]
+                    slices[i] = SliceAssignment(p, *pool_s.pop(0)) if pool_s else SliceAssignment(p, None, 1, 0.0)
+            out.append(GpuPlan(gid, t, tuple(slices)))
+    order = {gid: i for i, (gid, _) in enumerate(problem.gpus)}
+    out.sort(key=lambda g: order[g.gpu_id])
+    return Plan(problem.service.name, tuple(out), rate, problem.carbon_intensity)
+
+
+def _size(gpu_type: str, profile: str) -> int:
+    for k, (name, _) in slice_profiles(gpu_type).items():
+        if name == profile:
+            return k
+    raise ValueError(f"profile {profile!r} is not a main MIG profile of {gpu_type}")
+
+
+def _multiset(gpu_type: str, g: GpuPlan) -> tuple[int, ...]:
+    return tuple(sorted((_size(gpu_type, s.placement.profile) for s in g.slices), reverse=True))
+
+
+# ---- reconfiguration-cost-aware choice ----------------------------------------------------
+def changed_slices(old: Plan | None, new: Plan) -> dict[str, tuple[int, list[SliceAssignment]]]:
+    """Per GPU: (MIG operations, replicas that must (re)start) to go from `old` to `new`."""
+    before = {g.gpu_id: g for g in old.gpus} if old else {}
+    out = {}
+    for g in new.gpus:
+        o = before.get(g.gpu_id)
+        old_p = {s.placement for s in o.slices} if o else set()
+        new_p = {s.placement for s in g.slices}
+        ops = len(old_p ^ new_p)
+        old_r = {(s.placement, s.variant, s.batch) for s in o.slices if s.variant} if o else set()
+        starts = [s for s in g.slices if s.variant and (s.placement, s.variant, s.batch) not in old_r]
+        if ops or starts:
+            out[g.gpu_id] = (ops, starts)
+    return out
+
+
+def transition_seconds(problem: PlanningProblem, old: Plan | None, new: Plan) -> float:
+    """Wall time of the switch: GPUs reconfigure in parallel, each destroy/create then loads."""
+    rc = problem.reconfig
+    per_gpu = [ops * rc.mig_op_s + (rc.model_load_s if starts else 0.0)
+               for ops, starts in changed_slices(old, new).values()]
+    return max(per_gpu, default=0.0)
+
+
+def switch_cost(problem: PlanningProblem, old: Plan, new: Plan) -> float:
+    """Cost of the switch in objective-hours: carbon of loading replicas + disrupted traffic.
+
+    Requests that would have gone to a slice being rebuilt are counted as lost for its
+    downtime (accuracy 0 for that traffic: (1−λ)·share·downtime); loading a replica is
+    charged its busy power for `model_load_s`.
+    """
+    obj = objective_for(problem)
+    rc = problem.reconfig
+    old_share: dict[tuple[str, object], float] = {}
+    for g, s in old.replicas():
+        old_share[(g.gpu_id, s.placement)] = s.share
+    cost = 0.0
+    types = {g.gpu_id: g.gpu_type for g in new.gpus}
+    for gid, (ops, starts) in changed_slices(old, new).items():
+        down_h = (ops * rc.mig_op_s + rc.model_load_s) / 3600.0
+        lost = sum(sh for (g, _), sh in old_share.items() if g == gid)
+        cost += (1.0 - problem.lam) * lost * down_h
+        for s in starts:
+            p = problem.perf.busy_power_w(problem.service.variant(s.variant).profile_key, types[gid],
+                                          _size(types[gid], s.placement.profile), 1)
+            cost += -obj.power_coef * p * rc.model_load_s / 3600.0
+    return cost
+
+
+def _pay_back_choice(problem: PlanningProblem, best: Plan) -> Plan:
+    keep = reroute(problem.current, problem)
+    if keep is None or not changed_slices(problem.current, best):
+        return best
+    horizon = (problem.carbon_intensity, *problem.forecast)[: max(1, problem.reconfig.horizon_h)]
+    gain = sum(predict(best, problem, ci).objective - predict(keep, problem, ci).objective for ci in horizon)
+    return best if gain > switch_cost(problem, problem.current, best) else keep

@@ -1,0 +1,264 @@
+"""The planning model shared by the exact planner, the baselines and the replay simulator.
+
+One *column* is (GPU type, slice size, variant, max batch): a replica of that variant on a
+slice of that size. Under the performance model a column has
+- `rmax_rps`: the largest Poisson rate with predicted p95 ≤ SLA (controller/queueing.py),
+- `energy_j_per_req`: busy power × S(B)/B, the dynamic energy per request at full batches,
+  so a replica at rate r adds r·energy_j_per_req watts above idle (linear in its traffic),
+- the variant's accuracy.
+A GPU always draws its idle power (a GPU cannot be switched off from here; an empty GPU is
+"powered down to idle"). Everything here is pure: no I/O.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+
+from configs.loader import load_gpu_catalog
+from configs.schema import Service
+from controller.objective import DEFAULT_LAMBDA, REFERENCE_PUE, Objective
+from controller.plan import GpuPlan, Plan, Prediction, SliceAssignment
+from controller.queueing import max_rate_rps, p95_ms
+from mig.placement import slice_multisets
+from mig.types import Layout
+
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class ReconfigCost:
+    """What changing a slice costs (assumed, not measured: no MIG-capable GPU here).
+
+    MIG destroy/create are a few seconds each on an H100; starting a replica loads weights
+    and warms up. A changed slice serves nothing for `mig_op_s × ops + model_load_s`.
+    """
+
+    mig_op_s: float = 2.0
+    model_load_s: float = 10.0
+    horizon_h: int = 6  # forecast hours over which a switch must pay back
+
+
+@dataclass(frozen=True)
+class PlanningProblem:
+    """Everything one planning decision needs (DESIGN.md, Planner)."""
+
+    service: Service
+    gpus: tuple[tuple[str, str], ...]  # (gpu_id, gpu_type)
+    perf: object  # models.performance.PerformanceModel (duck-typed for small test models)
+    rate_rps: float
+    sla_ms: float
+    lam: float = DEFAULT_LAMBDA
+    carbon_intensity: float = 250.0
+    pue: float = REFERENCE_PUE
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    variants: tuple[str, ...] | None = None  # variant names allowed (None: all of the service)
+    current: Plan | None = None
+    forecast: tuple[float, ...] = ()  # carbon intensity of the next hours (reconfig-aware mode)
+    reconfig: ReconfigCost = field(default_factory=ReconfigCost)
+
+    def __post_init__(self) -> None:
+        if not self.gpus:
+            raise ValueError("no GPUs to plan for")
+        if self.rate_rps <= 0:
+            raise ValueError(f"rate must be positive, got {self.rate_rps} req/s")
+        if self.sla_ms <= 0:
+            raise ValueError(f"SLA must be positive, got {self.sla_ms} ms")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ValueError(f"batch sizes must be positive integers, got {self.batch_sizes}")
+
+    @property
+    def gpu_types(self) -> tuple[str, ...]:
+        return tuple(sorted({t for _, t in self.gpus}))
+
+    def allowed_variants(self):
+        names = self.variants or tuple(v.name for v in self.service.variants)
+        return tuple(self.service.variant(n) for n in names)
+
+    def with_(self, **changes) -> "PlanningProblem":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Column:
+    gpu_type: str
+    slices: int
+    profile: str
+    variant: str
+    batch: int
+    accuracy: float
+    rmax_rps: float
+    energy_j_per_req: float
+    service_ms: tuple[float, ...]  # S(1..batch)
+
+
+def slice_profiles(gpu_type: str) -> dict[int, tuple[str, float]]:
+    """compute slices → (main profile name, memory GiB)."""
+    return {p.compute_slices: (p.name, p.memory_gib) for p in load_gpu_catalog().main_profiles(gpu_type)}
+
+
+def service_times(perf, key: str, gpu_type: str, slices: int, batch: int) -> tuple[float, ...]:
+    return tuple(perf.batch_latency_ms(key, gpu_type, slices, b) for b in range(1, batch + 1))
+
+
+@lru_cache(maxsize=65536)
+def make_column(perf, gpu_type: str, slices: int, variant, batch: int, sla_ms: float) -> Column:
+    profile, _ = slice_profiles(gpu_type)[slices]
+    s = service_times(perf, variant.profile_key, gpu_type, slices, batch)
+    energy = perf.busy_power_w(variant.profile_key, gpu_type, slices, batch) * s[-1] / 1000.0 / batch
+    return Column(gpu_type, slices, profile, variant.name, batch, variant.accuracy,
+                  max_rate_rps(s, sla_ms), energy, s)
+
+
+def columns(problem: PlanningProblem, gpu_type: str) -> list[Column]:
+    """Every feasible column of a GPU type: memory fits and some rate meets the SLA."""
+    return list(_columns(problem.perf, problem.service, gpu_type, problem.allowed_variants(),
+                         tuple(sorted(set(problem.batch_sizes))), float(problem.sla_ms)))
+
+
+@lru_cache(maxsize=256)
+def _columns(perf, service, gpu_type, variants, batches, sla_ms) -> tuple[Column, ...]:
+    out = []
+    for slices, (_, mem) in sorted(slice_profiles(gpu_type).items()):
+        for v in variants:
+            for b in batches:
+                if perf.memory_gib(v.profile_key, b) > mem:
+                    continue
+                col = make_column(perf, gpu_type, slices, v, b, sla_ms)
+                if col.rmax_rps > 0:
+                    out.append(col)
+    return tuple(out)
+
+
+def multisets(gpu_type: str) -> dict[tuple[int, ...], Layout]:
+    """Distinct slice-size multisets of the maximal layouts, with one layout realising each.
+
+    Maximal layouts suffice: an unused slice costs nothing (idle power is per GPU), so any
+    layout is dominated by a maximal one containing it."""
+    return slice_multisets(gpu_type)
+
+
+# ---- base configuration and the objective ---------------------------------------------
+def base_columns(problem: PlanningProblem) -> dict[str, Column]:
+    """Per GPU type: the base variant on the whole GPU (7g), batch 1 (Clover's Base)."""
+    v = problem.service.base
+    out = {}
+    for t in problem.gpu_types:
+        full = max(slice_profiles(t))
+        out[t] = make_column(problem.perf, t, full, v, 1, problem.sla_ms)
+    return out
+
+
+def base_split(problem: PlanningProblem) -> list[tuple[str, str, float]]:
+    """(gpu_id, gpu_type, rate) of Base: traffic split in proportion to each GPU's capacity."""
+    v = problem.service.base
+    caps = []
+    for gid, t in problem.gpus:
+        full = max(slice_profiles(t))
+        caps.append(problem.perf.throughput_rps(v.profile_key, t, full, 1))
+    total = sum(caps)
+    return [(gid, t, problem.rate_rps * c / total) for (gid, t), c in zip(problem.gpus, caps)]
+
+
+def base_p95_ms(service, gpus, perf, rate_rps: float) -> float:
+    """Base's predicted p95 at `rate_rps` (Clover's default SLA)."""
+    v = service.base
+    worst = 0.0
+    probe = PlanningProblem(service, tuple(gpus), perf, rate_rps, 1.0)
+    for _, t, r in base_split(probe):
+        full = max(slice_profiles(t))
+        worst = max(worst, p95_ms(r, service_times(perf, v.profile_key, t, full, 1)))
+    return worst
+
+
+def base_plan(problem: PlanningProblem) -> Plan:
+    v = problem.service.base
+    gpus = []
+    for gid, t, r in base_split(problem):
+        full = max(slice_profiles(t))
+        layout = multisets(t)[(full,)]
+        gpus.append(GpuPlan(gid, t, (SliceAssignment(layout[0], v.name, 1, r / problem.rate_rps),)))
+    plan = Plan(problem.service.name, tuple(gpus), problem.rate_rps, problem.carbon_intensity)
+    return replace(plan, predicted=predict(plan, problem))
+
+
+def base_power_w(problem: PlanningProblem) -> float:
+    idle = sum(problem.perf.idle_power_w(t) for _, t in problem.gpus)
+    v = problem.service.base
+    busy = 0.0
+    for _, t, r in base_split(problem):
+        busy += r * make_column(problem.perf, t, max(slice_profiles(t)), v, 1, problem.sla_ms).energy_j_per_req
+    return idle + busy
+
+
+def objective_for(problem: PlanningProblem, carbon_intensity: float | None = None) -> Objective:
+    return Objective(problem.lam, base_power_w(problem), problem.service.base.accuracy,
+                     problem.carbon_intensity if carbon_intensity is None else carbon_intensity, problem.pue)
+
+
+# ---- evaluating and routing a fixed set of replicas --------------------------------------
+def column_of(problem: PlanningProblem, gpu_type: str, s: SliceAssignment) -> Column:
+    slices = _slices_of_profile(gpu_type, s.placement.profile)
+    return make_column(problem.perf, gpu_type, slices, problem.service.variant(s.variant), s.batch, problem.sla_ms)
+
+
+def _slices_of_profile(gpu_type: str, profile: str) -> int:
+    for k, (name, _) in slice_profiles(gpu_type).items():
+        if name == profile:
+            return k
+    return load_gpu_catalog().get(gpu_type).profile(profile).compute_slices
+
+
+def predict(plan: Plan, problem: PlanningProblem, carbon_intensity: float | None = None) -> Prediction:
+    """Power, carbon, accuracy, worst replica p95 and objective of a plan under the model."""
+    obj = objective_for(problem, carbon_intensity)
+    power = sum(problem.perf.idle_power_w(g.gpu_type) for g in plan.gpus)
+    acc = 0.0
+    worst = 0.0
+    for g, s in plan.replicas():
+        rate = s.share * problem.rate_rps
+        if rate <= 0:
+            continue
+        col = column_of(problem, g.gpu_type, s)
+        power += rate * col.energy_j_per_req
+        acc += s.share * col.accuracy
+        worst = max(worst, p95_ms(rate, col.service_ms, problem.sla_ms))
+    return Prediction(power, obj.carbon_g_per_h(power), acc, worst, obj.value(power, acc))
+
+
+def route(problem: PlanningProblem, replicas: list[tuple[str, SliceAssignment]],
+          carbon_intensity: float | None = None) -> list[float] | None:
+    """Optimal shares over fixed replicas (the LP given the discrete choices), or None if
+    their SLA capacity is short of the rate.
+
+    The objective is linear in each replica's rate with a per-replica value and capacity
+    rmax, so the LP is a fractional knapsack: fill replicas by decreasing value per request.
+    """
+    obj = objective_for(problem, carbon_intensity)
+    cols = [column_of(problem, t, s) for t, s in replicas]
+    value = [obj.power_coef * c.energy_j_per_req + obj.accuracy_coef * c.accuracy / problem.rate_rps for c in cols]
+    left = problem.rate_rps
+    rates = [0.0] * len(cols)
+    for i in sorted(range(len(cols)), key=lambda i: -value[i]):
+        take = min(left, cols[i].rmax_rps)
+        rates[i] = take
+        left -= take
+        if left <= 1e-12 * problem.rate_rps:
+            break
+    if left > 1e-9 * problem.rate_rps:
+        return None
+    return [r / problem.rate_rps for r in rates]
+
+
+def reroute(plan: Plan, problem: PlanningProblem, carbon_intensity: float | None = None) -> Plan | None:
+    """The same replicas with optimal shares for the problem's rate (None if too little capacity)."""
+    reps = [(g.gpu_type, s) for g, s in plan.replicas()]
+    shares = route(problem, reps, carbon_intensity)
+    if shares is None:
+        return None
+    it = iter(shares)
+    gpus = tuple(
+        replace(g, slices=tuple(replace(s, share=next(it)) if s.variant is not None else s for s in g.slices))
+        for g in plan.gpus
+    )
+    out = replace(plan, gpus=gpus, rate_rps=problem.rate_rps, carbon_intensity=problem.carbon_intensity)
+    return replace(out, predicted=predict(out, problem, carbon_intensity))

@@ -1,0 +1,272 @@
+"""One Serve replica per MIG slice: its spec, the deployment class, and deploy/stop helpers.
+
+Why one small Serve *application* per slice: a running Serve application cannot cheaply gain or
+lose deployments, but applications can be added and deleted independently. Each slice replica is
+therefore its own application (`replica-<node>-g<gpu>-s<start>-<variant>-b<batch>`, no HTTP
+route); the ingress reaches it with `serve.get_app_handle`. New replicas are deployed and warmed
+before traffic moves to them (make-before-break); old ones are deleted after draining.
+
+Pinning: each replica requests a sliver of its node's custom resource (`clover_node_<node>`),
+so it lands on the node that owns its MIG slice, and sees only that slice through
+`CUDA_VISIBLE_DEVICES=<MIG uuid>`, set both in the runtime env and in `__init__` before anything
+initialises CUDA. `OMP_NUM_THREADS` is overridden (Ray sets it to the replica's fractional CPU
+count, i.e. 1, which halves CPU inference).
+
+Execution: `simulated` sleeps for the performance model's batch service time and reports the
+batch to the node agent (energy of a simulated GPU); `real` runs `models.runner.ModelRunner`.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ray import serve
+
+REPLICA_CPUS = 0.05  # fractional so a 2-core demo machine holds 14 replicas
+MAX_ONGOING = 256  # Serve's default (5) throttles a replica to ~15 req/s; the router bounds queues
+BATCH_WAIT_S = 0.005
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """Everything a replica needs to serve one variant on one MIG slice."""
+
+    service: str
+    variant: str
+    variant_key: str  # performance-profile key, e.g. "yolo:yolo11n"
+    input: str  # "image" or "qa-json"
+    batch: int
+    node: str
+    gpu: int  # GPU index on its node
+    gpu_id: str  # plan GPU id, "<node>/gpu<i>"
+    gpu_type: str
+    profile: str
+    start: int
+    compute_slices: int
+    gi_id: int
+    mig_uuid: str
+    execution: str = "simulated"  # or "real"
+    threads: int = 1
+    weights_dir: str | None = None
+
+    @property
+    def app_name(self) -> str:
+        return f"replica-{self.node}-g{self.gpu}-s{self.start}-{self.variant}-b{self.batch}"
+
+    @property
+    def slice_id(self) -> str:
+        return f"{self.gpu_id}/{self.profile}@{self.start}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _error(status: int, message: str) -> dict[str, Any]:
+    return {"ok": False, "status": status, "error": message}
+
+
+class SliceReplica:
+    """The Serve deployment body (wrapped by `serve.deployment` in `replica_app`)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        # Before anything can initialise CUDA: this process must only see its own slice.
+        os.environ["CUDA_VISIBLE_DEVICES"] = spec["mig_uuid"]
+        os.environ["OMP_NUM_THREADS"] = str(spec["threads"])
+        self.spec = ReplicaSpec(**spec)
+        self._runner = None
+        self._perf = None
+        self._agent = None
+        self._served = 0
+        if self.spec.execution == "real":
+            from models.runner import ModelRunner
+
+            device = "cuda" if self.spec.mig_uuid.startswith("MIG-") and _cuda_ok() else "cpu"
+            self._runner = ModelRunner(self.spec.service, self.spec.variant, device=device,
+                                       weights_dir=self.spec.weights_dir, threads=self.spec.threads)
+        else:
+            from models.performance import PerformanceModel
+
+            self._perf = PerformanceModel.default()
+        self._run_batch.set_max_batch_size(self.spec.batch)
+        self._run_batch.set_batch_wait_timeout_s(BATCH_WAIT_S if self.spec.batch > 1 else 0.0)
+
+    def _agent_handle(self) -> Any:
+        import ray
+
+        from gpu_node.agent import NAMESPACE, agent_name
+
+        if self._agent is None:
+            try:
+                self._agent = ray.get_actor(agent_name(self.spec.node), namespace=NAMESPACE)
+            except ValueError:
+                return None  # agent gone: keep serving, energy is then not recorded
+        return self._agent
+
+    def _validate(self, payload: bytes) -> None:
+        """Reject malformed input per request, before batching, so one bad request fails alone."""
+        from models.preprocess import decode_image, parse_qa
+
+        if self.spec.input == "image":
+            decode_image(payload)
+        else:
+            parse_qa(payload)
+
+    async def __call__(self, payload: bytes) -> dict[str, Any]:
+        from models.errors import PayloadError
+
+        try:
+            if self._runner is None:
+                self._validate(payload)
+            return await self._run_batch(payload)
+        except PayloadError as exc:
+            return _error(exc.status, str(exc))
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=BATCH_WAIT_S)
+    async def _run_batch(self, payloads: list[bytes]) -> list[dict[str, Any]]:
+        """One batch on the slice; Serve runs one batch at a time per replica, like a GPU queue."""
+        t0 = time.perf_counter()
+        if self._runner is not None:
+            results = await asyncio.to_thread(self._infer_real, payloads)
+        else:
+            seconds = self._perf.batch_latency_ms(
+                self.spec.variant_key, self.spec.gpu_type, self.spec.compute_slices, len(payloads)) / 1000.0
+            await asyncio.sleep(seconds)
+            results = [{"ok": True} for _ in payloads]
+        agent = self._agent_handle()
+        if agent is not None:  # fire-and-forget: energy bookkeeping never delays a response
+            agent.record_batch.remote(self.spec.gpu, self.spec.compute_slices, self.spec.variant_key,
+                                      len(payloads), self.spec.slice_id)
+        service_ms = (time.perf_counter() - t0) * 1000.0
+        self._served += len(payloads)
+        for r in results:
+            r.update(variant=self.spec.variant, batch=len(payloads), service_ms=service_ms,
+                     slice=self.spec.slice_id)
+        return results
+
+    def _infer_real(self, payloads: list[bytes]) -> list[dict[str, Any]]:
+        """Pre-process each payload alone (a bad one fails alone), run the good ones as one batch."""
+        from models.errors import PayloadError
+
+        out: list[dict[str, Any]] = [{} for _ in payloads]
+        items, where = [], []
+        for i, p in enumerate(payloads):
+            try:
+                items.append(self._runner.preprocess(p))
+                where.append(i)
+            except PayloadError as exc:
+                out[i] = _error(exc.status, str(exc))
+        for i, r in zip(where, self._runner.infer_batch(items)):
+            out[i] = {"ok": True, "result": r}
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        return {"served": self._served, "app": self.spec.app_name}
+
+    def check_health(self) -> None:
+        """Serve calls this periodically; a replica that answers is healthy."""
+
+
+def _cuda_ok() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def replica_app(spec: ReplicaSpec) -> Any:
+    """The Serve application of one slice replica, pinned to its node and slice."""
+    from gpu_node.agent import node_resource
+
+    env = {"CUDA_VISIBLE_DEVICES": spec.mig_uuid, "OMP_NUM_THREADS": str(spec.threads)}
+    dep = serve.deployment(
+        SliceReplica,
+        name="slice",
+        num_replicas=1,
+        max_ongoing_requests=MAX_ONGOING,
+        health_check_period_s=2.0,
+        ray_actor_options={"num_cpus": REPLICA_CPUS, "resources": {node_resource(spec.node): 0.01},
+                           "runtime_env": {"env_vars": env}},
+    )
+    return dep.bind(spec.to_json())
+
+
+class PlacementCheckError(RuntimeError):
+    """A replica cannot be placed: Serve would otherwise wait for it forever."""
+
+
+def check_placeable(specs: list[ReplicaSpec]) -> None:
+    """Fail with a clear error when a replica's node (custom resource) or CPU is missing."""
+    import ray
+
+    from gpu_node.agent import node_resource
+
+    total = ray.cluster_resources()
+    avail = ray.available_resources()
+    need_cpu = REPLICA_CPUS * len(specs)
+    for node in sorted({s.node for s in specs}):
+        res = node_resource(node)
+        if total.get(res, 0.0) <= 0:
+            raise PlacementCheckError(
+                f"cannot place replicas on node {node!r}: no Ray node advertises resource {res!r}; "
+                f"start the node with `gpu-node setup --system` (it adds that resource)"
+            )
+        need = 0.01 * sum(1 for s in specs if s.node == node)
+        if avail.get(res, 0.0) + 1e-9 < need:
+            raise PlacementCheckError(
+                f"node {node!r}: {need:.2f} of {res!r} needed for {need / 0.01:.0f} replicas, "
+                f"only {avail.get(res, 0.0):.2f} free"
+            )
+    if avail.get("CPU", 0.0) + 1e-9 < need_cpu:
+        raise PlacementCheckError(
+            f"{len(specs)} replicas need {need_cpu:.2f} CPU, only {avail.get('CPU', 0.0):.2f} free in the cluster"
+        )
+
+
+def deploy_replicas(specs: list[ReplicaSpec], timeout_s: float = 120.0) -> None:
+    """Start replicas (in parallel) and wait until each answers; raise with the names that did not."""
+    from ray.serve.api import RunTarget
+
+    if not specs:
+        return
+    check_placeable(specs)
+    serve.run_many([RunTarget(replica_app(s), name=s.app_name, route_prefix=None) for s in specs],
+                   wait_for_applications_running=False)
+    wait_apps([s.app_name for s in specs], timeout_s)
+
+
+def wait_apps(names: list[str], timeout_s: float) -> None:
+    """Wait until the named applications are RUNNING; an app that failed or timed out raises."""
+    deadline = time.monotonic() + timeout_s
+    pending = set(names)
+    while pending:
+        apps = serve.status().applications
+        for n in list(pending):
+            st = apps.get(n)
+            if st is None:
+                continue
+            if st.status == "RUNNING":
+                pending.discard(n)
+            elif st.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                raise RuntimeError(f"replica {n} failed to start: {st.message or st.status}")
+        if pending and time.monotonic() > deadline:
+            raise TimeoutError(f"replicas not running after {timeout_s:.0f}s: {sorted(pending)}")
+        if pending:
+            time.sleep(0.2)
+
+
+def stop_replicas(names: list[str], timeout_s: float = 60.0) -> None:
+    """Delete replica applications (in parallel) and wait until they are gone."""
+    for n in names:
+        serve.delete(n, _blocking=False)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        apps = serve.status().applications
+        if not any(n in apps for n in names):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"replicas still present after {timeout_s:.0f}s: {names}")

@@ -1,0 +1,223 @@
+"""The HTTP ingress of a service: FastAPI on Ray Serve, routing to per-slice replica applications.
+
+Endpoints: `POST /v1/infer` (image bytes, or `{"question","context"}` JSON for albert),
+`GET /v1/status`, `GET /metrics`, and two state-changing endpoints that need
+`Authorization: Bearer $CLOVER_API_TOKEN`: `POST /v1/plan` (force a plan) and `POST /v1/config`
+(λ, SLA). Bodies over the size limit get 413; a saturated service gets 503 + Retry-After.
+
+The ingress is ONE Serve replica on purpose: it holds the router state (shares, in-flight
+counts, draining flags) that make-before-break depends on. The control loop drives it through
+its deployment handle (`add_routes`, `set_shares`, `drain`, `inflight`, `remove_routes`,
+`take_interval`, `set_status`, `take_commands`).
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ray import serve
+
+from controller.router import Router
+
+INGRESS_APP = "clover"
+MAX_BODY_BYTES = 10 * 1024 * 1024
+RETRY_AFTER_S = 1
+
+app = FastAPI(title="Clover", description="Carbon-aware inference on MIG slices")
+
+
+class ConfigChange(BaseModel):
+    """Body of POST /v1/config."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    lam: float | None = Field(default=None, alias="lambda", ge=0.0, le=1.0)
+    sla_ms: float | None = Field(default=None, gt=0.0)
+
+
+def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+@serve.deployment(name="ingress", num_replicas=1, max_ongoing_requests=2048,
+                  ray_actor_options={"num_cpus": 0.1})
+@serve.ingress(app)
+class Ingress:
+    def __init__(self, service: str, api_token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self.service = service
+        self._token = api_token or None  # never logged nor returned
+        self._max_body = max_body_bytes
+        self.router = Router()
+        self._handles: dict[str, Any] = {}
+        self._status: dict[str, Any] = {"service": service, "plan": None}
+        self._metrics_text = ""
+        self._commands: list[dict[str, Any]] = []
+        self._reset_interval()
+
+    def _reset_interval(self) -> None:
+        self._lat_ms: list[float] = []
+        self._variants: Counter[str] = Counter()
+        self._failed: Counter[str] = Counter()
+        self._t0 = time.time()
+
+    def _handle(self, name: str) -> Any:
+        h = self._handles.get(name)
+        if h is None:
+            h = self._handles[name] = serve.get_app_handle(name)
+        return h
+
+    # -- HTTP ------------------------------------------------------------------------------------
+    @app.post("/v1/infer")
+    async def infer(self, request: Request) -> JSONResponse:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self._max_body:
+            return _json_error(413, f"request body of {declared} bytes is over the {self._max_body}-byte limit")
+        body = await request.body()
+        if len(body) > self._max_body:
+            return _json_error(413, f"request body of {len(body)} bytes is over the {self._max_body}-byte limit")
+        if not body:
+            return _json_error(400, "empty request body: send image bytes (yolo, efficientnet) "
+                                    'or {"question": ..., "context": ...} JSON (albert)')
+        t0 = time.perf_counter()
+        for attempt in range(2):  # one retry on another replica if a replica vanished mid-request
+            route = self.router.acquire()
+            if route is None:
+                self._failed["saturated"] += 1
+                return _json_error(503, "service saturated: every replica queue is full; retry later",
+                                   {"Retry-After": str(RETRY_AFTER_S)})
+            try:
+                result = await self._handle(route.name).remote(body)
+            except Exception as exc:  # noqa: BLE001 - a replica died or was deleted: try another
+                if attempt == 1:
+                    self._failed["replica"] += 1
+                    return _json_error(503, f"replica error: {type(exc).__name__}", {"Retry-After": str(RETRY_AFTER_S)})
+                continue
+            finally:
+                self.router.release(route.name)
+            break
+        if not result.get("ok"):
+            self._failed["bad_request"] += 1
+            return _json_error(int(result.get("status", 400)), result.get("error", "bad request"))
+        ms = (time.perf_counter() - t0) * 1000.0
+        self._lat_ms.append(ms)
+        self._variants[result["variant"]] += 1
+        result.pop("ok", None)
+        result["latency_ms"] = ms
+        return JSONResponse(result)
+
+    @app.get("/v1/status")
+    async def status(self) -> JSONResponse:
+        return JSONResponse({**self._status, "replicas": self.router.snapshot()})
+
+    @app.get("/metrics")
+    async def metrics(self) -> PlainTextResponse:
+        return PlainTextResponse(self._metrics_text, media_type="text/plain; version=0.0.4")
+
+    def _authorised(self, request: Request) -> JSONResponse | None:
+        if self._token is None:
+            return _json_error(403, "state-changing endpoints are disabled: start the controller with "
+                                    "CLOVER_API_TOKEN set in its environment")
+        given = request.headers.get("authorization", "")
+        if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), self._token.encode()):
+            return _json_error(401, "missing or wrong bearer token (Authorization: Bearer $CLOVER_API_TOKEN)",
+                               {"WWW-Authenticate": "Bearer"})
+        return None
+
+    async def _json_body(self, request: Request) -> Any:
+        body = await request.body()
+        if len(body) > 1024 * 1024:
+            raise ValueError("body over 1 MiB")
+        import json
+
+        return json.loads(body or b"{}")
+
+    @app.post("/v1/config")
+    async def config(self, request: Request) -> JSONResponse:
+        if (denied := self._authorised(request)) is not None:
+            return denied
+        try:
+            change = ConfigChange.model_validate(await self._json_body(request))
+        except (ValueError, ValidationError) as exc:
+            return _json_error(422, f'send {{"lambda": 0..1, "sla_ms": > 0}}: {exc}')
+        cmd = {"kind": "config", **change.model_dump(exclude_none=True)}
+        self._commands.append(cmd)
+        return JSONResponse({"accepted": cmd})
+
+    @app.post("/v1/plan")
+    async def force_plan(self, request: Request) -> JSONResponse:
+        if (denied := self._authorised(request)) is not None:
+            return denied
+        from controller.plan import Plan
+
+        try:
+            doc = await self._json_body(request)
+            plan = Plan.from_json(doc)
+        except (ValueError, KeyError, TypeError) as exc:
+            return _json_error(422, f"body must be a plan as GET /v1/status shows it: {exc!r}")
+        if plan.service != self.service:
+            return _json_error(422, f"plan is for service {plan.service!r}, this controller serves {self.service!r}")
+        self._commands.append({"kind": "plan", "plan": plan.to_json()})
+        return JSONResponse({"accepted": "plan", "applied": "at the next control-loop tick"})
+
+    # -- control plane (called by the control loop through the handle) ---------------------------
+    def add_routes(self, routes: list[dict[str, Any]]) -> None:
+        for r in routes:
+            self.router.add(r["name"], r["variant"], int(r["max_queue"]))
+
+    def set_shares(self, shares: dict[str, float]) -> None:
+        self.router.set_shares(shares)
+
+    def drain(self, names: list[str]) -> None:
+        for n in names:
+            self.router.drain(n)
+
+    def inflight(self, names: list[str]) -> int:
+        return sum(self.router.inflight(n) for n in names)
+
+    async def wait_drained(self, names: list[str], timeout_s: float) -> int:
+        """Wait until no request is in flight on `names`; returns what is still in flight."""
+        deadline = time.monotonic() + timeout_s
+        while (left := self.inflight(names)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return left
+
+    def remove_routes(self, names: list[str]) -> None:
+        for n in names:
+            self.router.remove(n)
+            self._handles.pop(n, None)
+
+    def routes(self) -> list[dict[str, Any]]:
+        return self.router.snapshot()
+
+    def take_interval(self) -> dict[str, Any]:
+        """Requests, failures, per-variant counts and p95 since the previous call."""
+        lat = self._lat_ms
+        out = {
+            "duration_s": time.time() - self._t0,
+            "requests": len(lat),
+            "failed": sum(self._failed.values()),
+            "failed_by_kind": dict(self._failed),
+            "variants": dict(self._variants),
+            "p95_ms": float(np.percentile(lat, 95)) if lat else 0.0,
+            "p50_ms": float(np.percentile(lat, 50)) if lat else 0.0,
+        }
+        self._reset_interval()
+        return out
+
+    def set_status(self, status: dict[str, Any], metrics_text: str = "") -> None:
+        self._status = {"service": self.service, **status}
+        self._metrics_text = metrics_text
+
+    def take_commands(self) -> list[dict[str, Any]]:
+        cmds, self._commands = self._commands, []
+        return cmds
+
+
+def ingress_app(service: str, api_token: str | None = None) -> Any:
+    return Ingress.bind(service, api_token)

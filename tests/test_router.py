@@ -1,0 +1,87 @@
+"""The ingress routing rules: exact shares, drain, bounded queues, saturation."""
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.router import Router, queue_bound
+
+
+def _router(shares: dict[str, float], max_queue: int = 1000) -> Router:
+    r = Router()
+    for name in shares:
+        r.add(name, variant=name.split("-")[0], max_queue=max_queue)
+    r.set_shares(shares)
+    return r
+
+
+def _route_n(r: Router, n: int, release: bool = True) -> Counter:
+    c: Counter = Counter()
+    for _ in range(n):
+        got = r.acquire()
+        assert got is not None
+        c[got.name] += 1
+        if release:
+            r.release(got.name)
+    return c
+
+
+def test_traffic_follows_shares_exactly():
+    r = _router({"a-1": 0.5, "b-1": 0.3, "c-1": 0.2})
+    assert _route_n(r, 1000) == Counter({"a-1": 500, "b-1": 300, "c-1": 200})
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=20), min_size=1, max_size=7))
+def test_shares_hold_within_one_request_per_replica(weights):
+    shares = {f"v{i}-x": float(w) for i, w in enumerate(weights)}
+    r = _router(shares)
+    n = 500
+    got = _route_n(r, n)
+    total = sum(weights)
+    for name, w in shares.items():
+        assert abs(got[name] - n * w / total) <= 1.0 + 1e-9
+
+
+def test_draining_replica_gets_nothing_and_finishes_in_flight():
+    r = _router({"a-1": 0.5, "b-1": 0.5})
+    held = [r.acquire() for _ in range(4)]
+    assert r.inflight("a-1") == 2
+    r.drain("a-1")
+    assert set(_route_n(r, 50)) == {"b-1"}
+    for h in held:
+        r.release(h.name)
+    assert r.inflight("a-1") == 0
+
+
+def test_full_replica_is_skipped_then_saturation_returns_none():
+    r = _router({"a-1": 0.9, "b-1": 0.1}, max_queue=3)
+    picks = [r.acquire() for _ in range(6)]
+    assert Counter(p.name for p in picks) == Counter({"a-1": 3, "b-1": 3})
+    assert r.acquire() is None  # both queues full: the ingress answers 503
+    r.release("b-1")
+    assert r.acquire().name == "b-1"
+
+
+def test_zero_share_replica_is_warm_but_unused():
+    r = _router({"a-1": 1.0})
+    r.add("b-1", "b", max_queue=10)  # started and warming: no traffic yet
+    assert set(_route_n(r, 20)) == {"a-1"}
+    r.set_shares({"b-1": 1.0})
+    assert set(_route_n(r, 20)) == {"b-1"}
+
+
+def test_bad_configuration_is_rejected_with_names():
+    r = _router({"a-1": 1.0})
+    with pytest.raises(KeyError, match="unknown replicas.*zzz"):
+        r.set_shares({"zzz": 1.0})
+    with pytest.raises(ValueError, match=">= 0"):
+        r.set_shares({"a-1": -1.0})
+    with pytest.raises(ValueError, match="max_queue"):
+        r.add("c", "c", 0)
+
+
+def test_queue_bound_follows_sla_and_batch():
+    assert queue_bound(100.0, 200.0, 1) == 20  # 100 req/s × 0.2 s
+    assert queue_bound(1.0, 100.0, 8) == 16  # never below two batches
