@@ -146,6 +146,7 @@ class ControlLoop:
                  ingress: Any, perf: Any | None = None, accountant: Any | None = None,
                  on_interval: Callable[[dict[str, Any]], None] | None = None) -> None:
         from configs import load_services
+        from controller.accounting import Accountant
         from models.performance import PerformanceModel
 
         self.s = settings
@@ -155,7 +156,6 @@ class ControlLoop:
         self.ingress = ingress
         self.perf = perf or PerformanceModel.default()
         self.service = load_services().get(settings.service)
-        self.accountant = accountant
         self.on_interval = on_interval
         self.stats = LoopStats()
         self.gpus: dict[str, GpuHandle] = {}
@@ -169,6 +169,7 @@ class ControlLoop:
         self._forced: Plan | None = None
         self._discover()
         gpu_list = [(g.gpu_id, g.gpu_type) for g in self.gpus.values()]
+        self.accountant = accountant or Accountant(self.service, dict(gpu_list), self.perf)
         if settings.sla_ms is None:
             from controller.planning_model import base_p95_ms
 
@@ -319,7 +320,8 @@ class ControlLoop:
         shares = route(self._problem(self.rate_rps, self.carbon_now), reps, self.carbon_now)
         if shares is None or sum(shares) <= 0:
             shares = [self._rmax(t, s) for t, s in reps]
-        table = {n: float(x) for n, x in zip(serving, shares)}
+        total = sum(shares)
+        table = {n: float(x) / total for n, x in zip(serving, shares)}
         self.ingress.set_shares.remote(table).result()
         self.log.event("shares", f"traffic over {sum(1 for x in table.values() if x > 0)} replicas",
                        shares={n: round(x, 4) for n, x in table.items()})
@@ -457,57 +459,74 @@ class ControlLoop:
         """Measured energy, carbon, accuracy, p95 and requests of the interval that just ended."""
         import ray
 
-        from controller.objective import carbon_g
-        from controller.planning_model import base_power_w
+        from controller.accounting import SliceActivity
+        from mig.placement import compute_slices_of
 
         traffic = self.ingress.take_interval.remote().result()
-        energy_j = 0.0
+        energy: dict[str, float | None] = {}
+        busy: dict[str, dict[str, float]] = {}
+        estimated = False
         for node, agent in list(self.agents.items()):
             try:
-                energy_j += sum(ray.get(agent.interval_energy.remote(), timeout=30)["energy_j"].values())
+                reading = ray.get(agent.interval_energy.remote(), timeout=30)
             except Exception as exc:  # noqa: BLE001 - a dead agent: logged, its GPUs leave the plan
                 self._lose_node(node, f"energy read failed: {exc}")
-        dur = max(traffic["duration_s"], 1e-6)
-        measured_rate = traffic["requests"] / dur
-        acc = (sum(self.service.variant(v).accuracy * n for v, n in traffic["variants"].items())
-               / traffic["requests"]) if traffic["requests"] else 0.0
-        problem = self._problem(max(measured_rate, self.s.min_rate_rps), self.carbon_now)
-        baseline_j = base_power_w(problem) * dur
-        rec = {"duration_s": dur, "energy_j": energy_j, "carbon_g": carbon_g(energy_j, self.carbon_now, self.s.pue),
-               "baseline_carbon_g": carbon_g(baseline_j, self.carbon_now, self.s.pue), "accuracy": acc,
-               "baseline_accuracy": self.service.base.accuracy, "p95_ms": traffic["p95_ms"],
-               "requests": traffic["requests"], "failed": traffic["failed"], "carbon_intensity": self.carbon_now,
-               "variants": traffic["variants"]}
+                continue
+            energy.update(reading["energy_j"])
+            busy.update(reading["busy_s"])
+            estimated |= bool(reading["estimated"])
+        # Attribution follows the layout running now (slices removed mid-interval only lose their
+        # share of the *attribution*; the GPU's measured energy is counted in full).
+        activity = [
+            SliceActivity(g.gpu_id, f"{s.placement.profile}@{s.placement.start}",
+                          compute_slices_of(s.placement.profile), s.variant,
+                          busy.get(g.gpu_id, {}).get(f"{s.placement.profile}@{s.placement.start}", 0.0), s.batch)
+            for g in self.running.values() if g.gpu_id in self.accountant.gpus for s in g.slices
+        ]
+        dur = max(traffic["duration_s"], 1e-3)
+        acct = self.accountant.record_interval(
+            dur, {k: v for k, v in energy.items() if k in self.accountant.gpus}, activity, traffic["variants"],
+            self.carbon_now, self.s.pue, p95_ms=traffic["p95_ms"] if traffic["requests"] else None,
+            failed=traffic["failed"], estimated=estimated)
+        rec = acct.event_fields()
         self.stats.intervals.append(rec)
-        self.log.event("interval", f"{traffic['requests']} requests, {energy_j:.0f} J, {rec['carbon_g']:.3f} g "
-                                   f"(base {rec['baseline_carbon_g']:.3f} g), p95 {traffic['p95_ms']:.1f} ms",
-                       **{k: v for k, v in rec.items() if k not in ("variants", "baseline_accuracy", "carbon_intensity")})
+        self.log.event("interval", f"{acct.requests} requests, {acct.energy_j:.0f} J, {acct.carbon_g:.3f} g "
+                                   f"(base {acct.baseline_carbon_g:.3f} g), p95 {traffic['p95_ms']:.1f} ms", **rec)
         if traffic["requests"] > 0:  # the next plan follows the measured rate
-            self.rate_rps = measured_rate
+            self.rate_rps = traffic["requests"] / dur
         if self.on_interval:
-            self.on_interval(rec)
+            self.on_interval(acct)
         return rec
 
+    def reset_interval(self) -> None:
+        """Start a fresh accounting interval now (e.g. when load starts after the first deploy)."""
+        import ray
+
+        self.ingress.take_interval.remote().result()
+        ray.get([a.interval_energy.remote() for a in self.agents.values()], timeout=30)
+
     def publish_status(self) -> None:
-        totals = {k: sum(i[k] for i in self.stats.intervals) for k in ("carbon_g", "baseline_carbon_g", "energy_j",
-                                                                        "requests", "failed")}
+        t = self.accountant.totals()
+        totals = {"carbon_g": t.carbon_g, "baseline_carbon_g": t.baseline_carbon_g, "saved_pct": t.saved_pct,
+                  "energy_j": t.energy_j, "requests": t.requests, "failed": t.failed, "accuracy": t.accuracy}
         status = {"plan": self.plan.to_json() if self.plan else None, "carbon_intensity": self.carbon_now,
                   "rate_rps": self.rate_rps, "sla_ms": self.s.sla_ms, "lambda": self.s.lam,
                   "emissions": totals, "reconfigurations": self.stats.reconfigurations}
         self.ingress.set_status.remote(status, self.metrics_text()).result()
 
     def metrics_text(self) -> str:
+        """Prometheus exposition of the run so far (TEMPORARY adapter until controller/metrics.py lands)."""
         from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
         reg = CollectorRegistry()
-        tot = lambda k: sum(i[k] for i in self.stats.intervals)  # noqa: E731
+        t = self.accountant.totals()
         for name, doc, value in (
             ("clover_carbon_intensity_gco2_per_kwh", "current grid carbon intensity", self.carbon_now),
-            ("clover_carbon_grams_total", "carbon emitted so far", tot("carbon_g")),
-            ("clover_baseline_carbon_grams_total", "carbon Base would have emitted", tot("baseline_carbon_g")),
-            ("clover_energy_joules_total", "GPU energy so far", tot("energy_j")),
-            ("clover_requests_total", "requests served", tot("requests")),
-            ("clover_requests_failed_total", "requests failed", tot("failed")),
+            ("clover_carbon_grams_total", "carbon emitted so far", t.carbon_g),
+            ("clover_baseline_carbon_grams_total", "carbon Base would have emitted", t.baseline_carbon_g),
+            ("clover_energy_joules_total", "GPU energy so far", t.energy_j),
+            ("clover_requests_total", "requests served", t.requests),
+            ("clover_requests_failed_total", "requests failed", t.failed),
             ("clover_reconfigurations_total", "GPU re-partition steps applied", self.stats.reconfigurations),
             ("clover_replicas", "replicas running", len(self.replicas)),
             ("clover_sla_ms", "latency SLA", self.s.sla_ms or 0.0),

@@ -29,7 +29,7 @@ import numpy as np
 from controller.objective import REFERENCE_CI, REFERENCE_PUE, carbon_g, clover_score
 from controller.plan import GpuPlan, Plan
 from controller.planner import changed_slices, transition_seconds
-from controller.planning_model import PlanningProblem, column_of, service_times
+from controller.planning_model import PlanningProblem, column_of, service_times, slice_profiles
 
 
 @dataclass(frozen=True)
@@ -269,18 +269,18 @@ class Replay:
     def summary(self) -> dict:
         t = self.tally
         return {
-            "carbon_g": t.carbon_g,
-            "energy_j": t.energy_j,
-            "accuracy": t.acc_sum / t.served if t.served else 0.0,
+            "carbon_g": float(t.carbon_g),
+            "energy_j": float(t.energy_j),
+            "accuracy": float(t.acc_sum / t.served) if t.served else 0.0,
             "p50_ms": t.quantile(0.5),
             "p95_ms": t.quantile(0.95),
             "sla_ms": self.problem.sla_ms,
             "over_sla_pct": 100.0 * t.over(self.problem.sla_ms),
-            "requests": t.requests,
+            "requests": float(t.requests),
             "reconfigurations": self.reconfigurations,
             "exploration_requests": int(round(t.exploration_requests)),
             "solve_ms_p50": float(np.median(self.solve_ms)) if self.solve_ms else 0.0,
-            "hourly_carbon_g": list(t.hourly_carbon),
+            "hourly_carbon_g": [float(c) for c in t.hourly_carbon],
         }
 
 
@@ -291,4 +291,37 @@ def compare_to_base(results: dict[str, dict], base: dict, lam: float) -> None:
     for r in results.values():
         r["carbon_saving_pct"] = 100.0 * (base["carbon_g"] - r["carbon_g"]) / base["carbon_g"]
         r["accuracy_loss_pct"] = 100.0 * (base["accuracy"] - r["accuracy"]) / base["accuracy"]
-        r["objective"] = clover_score(lam, r["carbon_g"], r["accuracy"], base_ref, base["accuracy"])
+        r["objective"] = float(clover_score(lam, r["carbon_g"], r["accuracy"], base_ref, base["accuracy"]))
+
+
+@dataclass
+class PolicyRun:
+    summary: dict
+    plans: list[Plan]
+
+
+def default_rate_rps(service, gpus, perf, fraction: float = 0.5) -> float:
+    """`fraction` of Base's capacity (base variant, whole GPU, batch 1, summed over GPUs):
+    Base then runs at 50 % utilisation and its p95 (the default SLA) is a sensible target."""
+    return fraction * sum(
+        perf.throughput_rps(service.base.profile_key, t, max(slice_profiles(t)), 1) for _, t in gpus)
+
+
+def run_policies(problem: PlanningProblem, trace_values: list[float], names: list[str],
+                 config: SimConfig, on_skip: Callable[[str, str], None] | None = None) -> dict[str, PolicyRun]:
+    """Replay every named policy (Base always, as the reference) and compare them to Base."""
+    from controller.baselines import get_policy
+    from controller.baselines.oracle import OracleTooLarge
+
+    out: dict[str, PolicyRun] = {}
+    for name in ["base", *[n for n in names if n != "base"]]:
+        rp = Replay(problem, trace_values, get_policy(name, config.seed), config)
+        try:
+            summary = rp.run()
+        except OracleTooLarge as exc:
+            if on_skip:
+                on_skip(name, str(exc))
+            continue
+        out[name] = PolicyRun(summary, rp.plans)
+    compare_to_base({k: v.summary for k, v in out.items()}, out["base"].summary, problem.lam)
+    return out

@@ -58,7 +58,8 @@ class ReplicaSpec:
 
     @property
     def slice_id(self) -> str:
-        return f"{self.gpu_id}/{self.profile}@{self.start}"
+        """Unique within its GPU (the accountant's and the simulated device's slice key)."""
+        return f"{self.profile}@{self.start}"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -10,8 +10,6 @@ counts, draining flags) that make-before-break depends on. The control loop driv
 its deployment handle (`add_routes`, `set_shares`, `drain`, `inflight`, `remove_routes`,
 `take_interval`, `set_status`, `take_commands`).
 """
-from __future__ import annotations
-
 import asyncio
 import hmac
 import time

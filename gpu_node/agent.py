@@ -76,6 +76,7 @@ class NodeAgent:
             from mig.nvidia_smi import NvidiaSmiBackend
 
             self.backend = NvidiaSmiBackend()
+        self._busy_seen: dict[tuple[int, str], float] = {}  # (gpu, slice) -> busy seconds at last read
         self._meter = self._make_meter()
         self._meter.begin_window("interval")
 
@@ -147,18 +148,27 @@ class NodeAgent:
 
     # -- execution and energy ------------------------------------------------------------------
     def record_batch(self, gpu: int, compute_slices: int, variant_key: str, batch: int, slice_id: str) -> float:
-        """A replica ran one batch on a simulated slice: record its busy time and energy."""
+        """A replica ran one batch on a simulated slice (`slice_id` = "profile@start"): record its
+        busy time and energy on the GPU's device."""
         dev = self._devices.get(gpu)
         if dev is None:
             return 0.0
+        self._busy_seen.setdefault((gpu, slice_id), 0.0)
         return float(dev.execute(compute_slices, variant_key, batch, slice_id))
 
     def interval_energy(self) -> dict[str, Any]:
-        """Joules per GPU since the previous call (a meter window per control interval)."""
+        """Joules per GPU and busy seconds per slice since the previous call (one meter window
+        per control interval); what the accountant needs to attribute energy to slices."""
         m = self._meter.end_window("interval")
         self._meter.begin_window("interval")
-        return {"energy_j": dict(m.energy_j), "duration_s": m.duration_s, "estimated": m.estimated,
-                "source": m.source}
+        busy: dict[str, dict[str, float]] = {}
+        for (gpu, sid), seen in list(self._busy_seen.items()):
+            now = self._devices[gpu].busy_seconds(sid)
+            self._busy_seen[(gpu, sid)] = now
+            if now > seen:
+                busy.setdefault(self.gpu_id(gpu), {})[sid] = now - seen
+        return {"energy_j": dict(m.energy_j), "busy_s": busy, "duration_s": m.duration_s,
+                "estimated": m.estimated, "notes": list(m.notes), "source": m.source}
 
 
 def start_agent(cfg: AgentConfig, *, ray_node_id: str | None = None, detached: bool = True) -> Any:

@@ -1,4 +1,4 @@
-"""The one small protocol every MIG backend implements (simulated, nvidia-smi, NVML).
+"""The one small protocol every MIG backend implements (simulated, nvidia-smi).
 
 The node agent and `gpu-node mig` talk only to this protocol, so the same control code runs
 on the simulated cluster and on a real GPU node.
@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 from mig.types import GpuInfo, GpuInstance
 
-BACKENDS = ("simulated", "nvidia-smi", "nvml")
+BACKENDS = ("simulated", "nvidia-smi")
 
 
 @runtime_checkable
@@ -37,7 +37,7 @@ class MigBackend(Protocol):
 
 def make_backend(name: str, *, state_file: str | Path | None = None,
                  gpus: Sequence[tuple[str, int]] | None = None, binary: str = "nvidia-smi") -> MigBackend:
-    """Build a backend by its CLI name (`simulated`, `nvidia-smi`, `nvml`)."""
+    """Build a backend by its CLI name (`simulated`, `nvidia-smi`)."""
     if name == "simulated":
         from mig.simulated import SimulatedMigBackend
 
@@ -46,8 +46,4 @@ def make_backend(name: str, *, state_file: str | Path | None = None,
         from mig.nvidia_smi import NvidiaSmiBackend
 
         return NvidiaSmiBackend(binary=binary)
-    if name == "nvml":
-        from mig.nvml_backend import NvmlBackend
-
-        return NvmlBackend()
     raise ValueError(f"unknown MIG backend {name!r}; choose one of: {', '.join(BACKENDS)}")

@@ -27,6 +27,7 @@ from mig.types import GpuInstance, Placement
 RC_OK, RC_INVALID, RC_NOT_FOUND, RC_OTHER = 0, 2, 6, 255
 # NVML compute-instance profile IDs of the full-size CI for each slice count (…_PROFILE_1_SLICE = 0, …).
 CI_PROFILE_ID = {1: 0, 2: 1, 3: 2, 4: 3, 7: 4, 8: 5, 6: 6}
+# memory.total: the H100 value is from the capture; the others are the nominal product sizes.
 _MEMORY_MIB = {"H100-80GB": 81559, "A100-40GB": 40960, "A100-80GB": 81920, "H200-141GB": 143771}
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import io
 import json
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin
 
 from models.errors import PayloadError
 
@@ -26,6 +25,10 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_FORMATS = ("JPEG", "PNG")
+_IMAGE_MAGIC: dict[bytes, type[ImageFile.ImageFile]] = {
+    b"\xff\xd8\xff": JpegImagePlugin.JpegImageFile,
+    b"\x89PNG\r\n\x1a\n": PngImagePlugin.PngImageFile,
+}
 
 
 @dataclass(frozen=True)
@@ -48,26 +51,34 @@ def _check_size(payload: bytes, limits: PayloadLimits) -> None:
         )
 
 
+def _image_class(payload: bytes) -> type[ImageFile.ImageFile]:
+    for magic, cls in _IMAGE_MAGIC.items():
+        if bytes(payload[: len(magic)]) == magic:
+            return cls
+    raise PayloadError(f"payload is not a {'/'.join(IMAGE_FORMATS)} image (unrecognised leading bytes)")
+
+
 def decode_image(payload: bytes, limits: PayloadLimits = PayloadLimits()) -> Image.Image:
-    """JPEG/PNG bytes → RGB image, refusing non-images and oversized ones with a clear message."""
+    """JPEG/PNG bytes → RGB image, refusing non-images and oversized ones with a clear message.
+
+    The format's decoder is chosen from the magic bytes instead of `Image.open`, because
+    ultralytics monkey-patches `Image.open` to pip-install a HEIF plugin whenever Pillow cannot
+    identify a file — a request handler must never do that.
+    """
     _check_size(payload, limits)
+    cls = _image_class(payload)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(payload), formats=IMAGE_FORMATS)
-            w, h = img.size  # from the header: nothing decoded yet
-            if w * h > limits.max_pixels:
-                raise PayloadError(
-                    f"image is {w}x{h} = {w * h} pixels, over the {limits.max_pixels}-pixel limit",
-                    status=413,
-                )
-            img.load()
+        img = cls(io.BytesIO(bytes(payload)))
+        w, h = img.size  # from the header: nothing decoded yet
+        if w * h > limits.max_pixels:
+            raise PayloadError(
+                f"image is {w}x{h} = {w * h} pixels, over the {limits.max_pixels}-pixel limit", status=413
+            )
+        img.load()
     except PayloadError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise PayloadError(f"payload is not a readable {'/'.join(IMAGE_FORMATS)} image: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt image data
-        raise PayloadError(f"image data is corrupt or truncated: {exc}") from None
+        raise PayloadError(f"{cls.format} image data is corrupt or truncated: {exc}") from None
     return img.convert("RGB")
 
 

@@ -1,0 +1,24 @@
+"""Policies the replay simulator can run, by name (`get_policy`)."""
+from __future__ import annotations
+
+from controller.baselines.base import BasePolicy, Policy
+from controller.baselines.clover_sa import CloverSAPolicy
+from controller.baselines.oracle import OraclePolicy
+from controller.baselines.ours import EnergyOnlyPolicy, OursMyopicPolicy, OursPolicy
+from controller.baselines.rand import RandPolicy
+
+POLICIES: dict[str, type[Policy]] = {
+    p.name: p for p in (BasePolicy, OursPolicy, OursMyopicPolicy, CloverSAPolicy, RandPolicy, OraclePolicy, EnergyOnlyPolicy)
+}
+
+
+def get_policy(name: str, seed: int = 0) -> Policy:
+    """A fresh policy instance; live-search policies take the seed of their random draws."""
+    try:
+        cls = POLICIES[name]
+    except KeyError:
+        raise KeyError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}") from None
+    return cls(seed) if cls in (CloverSAPolicy, RandPolicy) else cls()
+
+
+__all__ = ["POLICIES", "Policy", "get_policy"]

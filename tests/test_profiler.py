@@ -1,0 +1,108 @@
+"""`gpu-node profile`: output in the bundled profiles' exact shape, energy through meter windows."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from configs.loader import PROFILE_DIR
+from gpu_node import profiler
+from gpu_node.cli import main
+from gpu_node.meters.simulated import SimulatedGpuMeter
+from gpu_node.profiler import EnergyMeters, ProfileRequest, mig_profile_from_smi, summarize_run, visible_mig_device
+
+SHARED = json.loads((PROFILE_DIR / "h100-sxm_full-gpu.json").read_text())
+SHARED_RUN_KEYS = list(SHARED["variants"]["effnet:b0"]["runs"][0])
+
+# `nvidia-smi -L` on an H100 with two MIG slices (format of NVIDIA's driver 5xx output).
+SMI_L = """GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77)
+  MIG 3g.40gb     Device  0: (UUID: MIG-0b6e2a5b-7b3e-5a32-9a3e-2f1d8c0e4d11)
+  MIG 1g.10gb     Device  1: (UUID: MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f)
+"""
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("CLOVER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "clover-cache"))
+
+
+def test_summary_has_the_shared_run_fields_in_order():
+    run = summarize_run(8, "fp16", [0.010, 0.012, 0.011, 0.030], wall_s=0.063, energy_j=12.6,
+                        sampled_energy_j=12.0, max_mem_gib=0.25)
+    assert list(run) == SHARED_RUN_KEYS
+    assert run["iters"] == 4 and run["lat_ms_p50"] == pytest.approx(11.5)
+    assert run["lat_ms_mean"] == pytest.approx(15.75)
+    assert run["items_per_s"] == pytest.approx(32 / 0.063, rel=1e-3)
+    assert run["avg_power_w_counter"] == pytest.approx(200.0)
+    assert run["avg_power_w_sampled"] == pytest.approx(190.48, rel=1e-3)
+    assert run["energy_j_per_item"] == pytest.approx(12.6 / 32, rel=1e-4)
+    unmetered = summarize_run(1, "fp32", [0.01], 0.01, None, None, None)
+    assert unmetered["energy_j"] is unmetered["energy_j_per_item"] is unmetered["avg_power_w_counter"] is None
+
+
+def test_mig_slice_is_recognised():
+    assert mig_profile_from_smi(SMI_L, "MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f") == "1g.10gb"
+    assert mig_profile_from_smi(SMI_L, "MIG-0b6e2a5b-7b3e-5a32-9a3e-2f1d8c0e4d11") == "3g.40gb"
+    assert mig_profile_from_smi(SMI_L, "MIG-unknown") is None
+    assert visible_mig_device({"CUDA_VISIBLE_DEVICES": "MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f"}).startswith("MIG-c6")
+    assert visible_mig_device({"CUDA_VISIBLE_DEVICES": "0"}) is None
+    assert visible_mig_device({}) is None
+
+
+class _ConstantPowerGpu:
+    """Stand-in for a GPU's NVML energy counter: a steady 150 W (mJ, monotonic)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def total_energy_mj(self) -> int:
+        return int((time.monotonic() - self.t0) * 150_000)
+
+
+def test_energy_comes_from_meter_windows():
+    from models.runner import ModelRunner
+
+    runner = ModelRunner("efficientnet", "b0")
+    meters = EnergyMeters(SimulatedGpuMeter({"gpu0": _ConstantPowerGpu()}), None, "simulated")
+    req = ProfileRequest("efficientnet", duration_s=0.3, warmup_s=0.0)
+    run = profiler.time_batch(runner, 2, req, meters)
+    assert run["energy_j"] == pytest.approx(150 * run["wall_s"], rel=0.05)
+    assert run["avg_power_w_counter"] == pytest.approx(150, rel=0.05)
+    assert run["energy_j_per_item"] == pytest.approx(run["energy_j"] / (2 * run["iters"]), rel=1e-3)
+    assert run["avg_power_w_sampled"] is None
+
+
+def test_cli_writes_a_profile_the_performance_model_accepts(tmp_path):
+    out = tmp_path / "cpu.json"
+    rc = main(["profile", "--service", "efficientnet", "--variants", "b0", "--batches", "1,2",
+               "--duration", "0.3", "--warmup", "0.1", "--out", str(out)])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert set(SHARED["info"]) <= set(doc["info"])
+    assert doc["info"]["device"] == "cpu" and doc["info"]["cpu_threads"] >= 1
+    entry = doc["variants"]["effnet:b0"]
+    assert entry["params"] == SHARED["variants"]["effnet:b0"]["params"]
+    assert [r["batch"] for r in entry["runs"]] == [1, 2]
+    for run in entry["runs"]:
+        assert list(run) == SHARED_RUN_KEYS
+        assert run["dtype"] == "fp32" and run["iters"] >= 3 and run["lat_ms_p50"] > 0
+        assert run["energy_j"] is None  # no RAPL/NVML on this machine
+
+    # The planner's loader keys on a catalogued GPU and fp16 runs: a CUDA run writes both, a CPU
+    # run cannot. Relabelling exactly those two fields shows the rest of the shape is accepted.
+    models_performance = pytest.importorskip("models.performance")
+    doc["info"]["gpu"] = SHARED["info"]["gpu"]
+    for run in entry["runs"]:
+        run["dtype"] = "fp16"
+    relabelled = tmp_path / "as-gpu.json"
+    relabelled.write_text(json.dumps(doc))
+    perf = models_performance.PerformanceModel.from_profiles([relabelled])
+    assert "effnet:b0" in perf.variants()
+    assert perf.batch_latency_ms("effnet:b0", "H100-80GB", 7, 1) > 0
+
+
+def test_cli_rejects_unknown_variants(tmp_path, capsys):
+    rc = main(["profile", "--service", "efficientnet", "--variants", "b9", "--out", str(tmp_path / "x.json")])
+    assert rc == 2
+    assert not (tmp_path / "x.json").exists()
