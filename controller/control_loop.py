@@ -104,6 +104,9 @@ class LoopSettings:
     pue: float = 1.5
     execution: str = "simulated"
     headroom: float = 1.1  # capacity kept above the measured rate while slices are down
+    # While one GPU step runs (seconds), the replicas that stay up may run at a p95 of up to
+    # this × SLA; never more. 1.0 is strict, but then a fully used 2-GPU plan can never change.
+    transition_sla_factor: float = 2.0
     drain_timeout_s: float = 15.0
     replica_timeout_s: float = 120.0
     threads: int = 1
@@ -222,18 +225,21 @@ class ControlLoop:
         return PlanningProblem(self.service, gpus, self.perf, max(rate, self.s.min_rate_rps), self.s.sla_ms,
                                lam=self.s.lam, carbon_intensity=ci, pue=self.s.pue, current=current)
 
-    def _rmax(self, gpu_type: str, s: SliceAssignment) -> float:
+    def _rmax(self, gpu_type: str, s: SliceAssignment, sla_factor: float = 1.0) -> float:
+        """Largest rate the replica carries with predicted p95 <= SLA × sla_factor."""
         from controller.planning_model import column_of
 
-        return column_of(self._problem(self.rate_rps, self.carbon_now), gpu_type, s).rmax_rps
+        problem = self._problem(self.rate_rps, self.carbon_now)
+        return column_of(problem.with_(sla_ms=self.s.sla_ms * sla_factor), gpu_type, s).rmax_rps
 
     def _gpu_type_of(self, gpu_id: str) -> str:
         h = self.gpus.get(gpu_id)
         return h.gpu_type if h else self.running[gpu_id].gpu_type
 
-    def _capacity(self, names: list[str]) -> float:
-        return sum(self._rmax(self._gpu_type_of(self.replicas[n].gpu_id), self.replicas[n].assignment)
-                   for n in names)
+    def _transition_capacity(self, names: list[str]) -> float:
+        """What `names` carry within the transition SLA (transition_sla_factor × SLA)."""
+        return sum(self._rmax(self._gpu_type_of(self.replicas[n].gpu_id), self.replicas[n].assignment,
+                              self.s.transition_sla_factor) for n in names)
 
     # -- replicas and traffic ----------------------------------------------------------------------
     def _spec(self, gpu_id: str, s: SliceAssignment) -> Any:
@@ -367,7 +373,7 @@ class ControlLoop:
         try:
             started += self._start(c.gpu_id, c.start_kept)  # make before break, where no MIG op is needed
             staying = [n for n in self.replicas if n not in stop_names]
-            if stop_names and not enough_capacity(self._capacity(staying), self.rate_rps, self.s.headroom):
+            if stop_names and not enough_capacity(self._transition_capacity(staying), self.rate_rps, self.s.headroom):
                 self._stop_replicas(started)  # undo: this step waits for the others
                 return "deferred"
             self._set_shares(staying)

@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 PLOTS = ("carbon_intensity", "emissions_vs_base", "accuracy", "configuration")
-ODBL = ("Contains data from Electricity Maps (https://www.electricitymaps.com), "
-        "licensed under the Open Database License (ODbL) v1.0.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,7 +147,8 @@ def _series_plots(out: Path, events: list[dict], intervals: list[Interval]) -> d
             ax.step(*zip(*pts), where="post", label="carbon intensity")
     ax.set_ylabel("gCO2/kWh")
     ax.set_title("Grid carbon intensity")
-    ax.legend(loc="upper right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right")
     save(fig, "carbon_intensity")
 
     fig, ax = plt.subplots(figsize=(9, 3))
@@ -232,7 +231,9 @@ def _html(summary: dict[str, Any], images: dict[str, Path], attribution: bool, r
     figs = "\n".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(images[name].read_bytes()).decode()}">'
         f"<figcaption>{name.replace('_', ' ')}</figcaption></figure>" for name in PLOTS if name in images)
-    note = f"<p class='attr'>{html.escape(ODBL)}</p>" if attribution else ""
+    from controller.carbon.electricitymaps import ATTRIBUTION
+
+    note = f"<p class='attr'>{html.escape(ATTRIBUTION)}</p>" if attribution else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Clover run report: {html.escape(run_dir.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}table{{border-collapse:collapse}}

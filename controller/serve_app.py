@@ -65,10 +65,7 @@ class Ingress:
         self._t0 = time.time()
 
     def _handle(self, name: str) -> Any:
-        h = self._handles.get(name)
-        if h is None:
-            h = self._handles[name] = serve.get_app_handle(name)
-        return h
+        return self._handles[name]
 
     # -- HTTP ------------------------------------------------------------------------------------
     @app.post("/v1/infer")
@@ -164,8 +161,13 @@ class Ingress:
         return JSONResponse({"accepted": "plan", "applied": "at the next control-loop tick"})
 
     # -- control plane (called by the control loop through the handle) ---------------------------
-    def add_routes(self, routes: list[dict[str, Any]]) -> None:
+    async def add_routes(self, routes: list[dict[str, Any]]) -> None:
+        """Register new replicas (share 0). Their handles are fetched and warmed here, off the
+        request path: `get_app_handle` blocks, and a handle's first call sets up its router."""
         for r in routes:
+            h = await asyncio.to_thread(serve.get_app_handle, r["name"])
+            await h.stats.remote()
+            self._handles[r["name"]] = h
             self.router.add(r["name"], r["variant"], int(r["max_queue"]))
 
     def set_shares(self, shares: dict[str, float]) -> None:

@@ -106,3 +106,18 @@ def test_cli_rejects_unknown_variants(tmp_path, capsys):
     rc = main(["profile", "--service", "efficientnet", "--variants", "b9", "--out", str(tmp_path / "x.json")])
     assert rc == 2
     assert not (tmp_path / "x.json").exists()
+
+
+def test_compare_profiles_pairs_runs_and_computes_ratios():
+    import importlib.util
+
+    path = PROFILE_DIR.parent.parent / "bench" / "compare_profiles.py"
+    spec = importlib.util.spec_from_file_location("compare_profiles", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mps = json.loads((PROFILE_DIR / "h100-sxm_mps-100pct.json").read_text())
+    rows = mod.compare(mps, SHARED)
+    assert len(rows) == sum(len(v["runs"]) for v in mps["variants"].values())  # all fp16 runs pair up
+    row = next(r for r in rows if (r.variant, r.dtype, r.batch) == ("effnet:b7", "fp16", 8))
+    assert row.ratio("lat_ms_p50") == pytest.approx(row.new["lat_ms_p50"] / row.ref["lat_ms_p50"])
+    assert mod.compare(SHARED, SHARED)[0].ratio("items_per_s") == pytest.approx(1.0)
