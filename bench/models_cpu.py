@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import platform
 import time
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(f"b{b} items/s", justify="right")
     table.add_column(f"b{batches[-1]}/b{batches[0]} items/s", justify="right", style="bold")
     no_meter = EnergyMeters(None)  # CPU energy is not part of this table (RAPL rarely readable in containers)
-    start = time.perf_counter()
+    start, load_before = time.perf_counter(), os.getloadavg()[0]
     for service in args.services.split(","):
         for spec in service_specs(service):
             if wanted and spec.name not in wanted:
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             del runner
             gc.collect()
     console.print(table)
-    console.print(f"total {time.perf_counter() - start:.0f} s")
+    console.print(f"total {time.perf_counter() - start:.0f} s; 1-min load average {load_before:.1f} at start, "
+                  f"{os.getloadavg()[0]:.1f} at end on {available_cpus()} CPUs (other work inflates and scatters times)")
     return 0
 
 

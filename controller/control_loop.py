@@ -170,6 +170,7 @@ class ControlLoop:
         self.carbon_now = 0.0
         self._stop = threading.Event()
         self._forced: Plan | None = None
+        self._last_shares: dict[str, float] = {}
         self._discover()
         gpu_list = [(g.gpu_id, g.gpu_type) for g in self.gpus.values()]
         self.accountant = accountant or Accountant(self.service, dict(gpu_list), self.perf)
@@ -328,6 +329,9 @@ class ControlLoop:
             shares = [self._rmax(t, s) for t, s in reps]
         total = sum(shares)
         table = {n: float(x) / total for n, x in zip(serving, shares)}
+        if table == self._last_shares:
+            return
+        self._last_shares = table
         self.ingress.set_shares.remote(table).result()
         self.log.event("shares", f"traffic over {sum(1 for x in table.values() if x > 0)} replicas",
                        shares={n: round(x, 4) for n, x in table.items()})
@@ -456,7 +460,10 @@ class ControlLoop:
                        predicted_carbon_g_per_h=p.carbon_g_per_h, predicted_accuracy=p.accuracy,
                        predicted_p95_ms=p.p95_ms, solve_ms=solve_ms, changed=changed)
         if changed:
+            nodes_before = set(self.agents)
             self.plan = self.apply(target)
+            if set(self.agents) != nodes_before and self.gpus:
+                self.replan()  # a node was lost mid-way: plan again for the GPUs that are left
         else:
             self.plan = target
             self._set_shares(list(self.replicas))

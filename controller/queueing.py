@@ -34,6 +34,8 @@ from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
+from scipy.sparse import csc_matrix
+from scipy.sparse.linalg import spsolve
 from scipy.special import gammaln
 
 _U_GRID = 24
@@ -81,7 +83,8 @@ def _quantile_cached(rate_rps: float, service_ms: tuple[float, ...], horizon_ms:
     a[-1, :] = 1.0
     rhs = np.zeros(n_max + 1)
     rhs[-1] = 1.0
-    pi = np.clip(np.linalg.solve(a, rhs), 0.0, None)
+    # sparse LU (single-threaded): dense LAPACK threads contend badly on a shared machine
+    pi = np.clip(spsolve(csc_matrix(a), rhs), 0.0, None)
     pi /= pi.sum()
 
     # Time-average weights of each batch period and of the idle period.

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -74,6 +74,7 @@ class Tally:
         self.w: list[np.ndarray] = []
         self.acc_sum = 0.0
         self.served = 0.0
+        self.lost = 0.0  # requests that found no replica (a stopped node): latency ∞
         self.requests = 0.0
         self.energy_j = 0.0
         self.carbon_g = 0.0
@@ -86,6 +87,7 @@ class Tally:
         ok = np.isfinite(lat)
         self.acc_sum += float(acc[ok].sum()) * weight
         self.served += float(ok.sum()) * weight
+        self.lost += float((~ok).sum()) * weight
         self.requests += len(lat) * weight
 
     def quantile(self, q: float) -> float:
@@ -277,6 +279,7 @@ class Replay:
             "sla_ms": self.problem.sla_ms,
             "over_sla_pct": 100.0 * t.over(self.problem.sla_ms),
             "requests": float(t.requests),
+            "lost_requests": int(round(t.lost)),
             "reconfigurations": self.reconfigurations,
             "exploration_requests": int(round(t.exploration_requests)),
             "solve_ms_p50": float(np.median(self.solve_ms)) if self.solve_ms else 0.0,

@@ -87,9 +87,12 @@ class SliceReplica:
             device = "cuda" if self.spec.mig_uuid.startswith("MIG-") and _cuda_ok() else "cpu"
             self._runner = ModelRunner(self.spec.service, self.spec.variant, device=device,
                                        weights_dir=self.spec.weights_dir, threads=self.spec.threads)
+            self._runner.warmup((1, self.spec.batch))  # warm before the router sends traffic
         else:
+            from models import preprocess  # imports torch: pay for it now, not on the first request
             from models.performance import PerformanceModel
 
+            self._check = preprocess.decode_image if self.spec.input == "image" else preprocess.parse_qa
             self._perf = PerformanceModel.default()
         self._run_batch.set_max_batch_size(self.spec.batch)
         self._run_batch.set_batch_wait_timeout_s(BATCH_WAIT_S if self.spec.batch > 1 else 0.0)
@@ -106,21 +109,12 @@ class SliceReplica:
                 return None  # agent gone: keep serving, energy is then not recorded
         return self._agent
 
-    def _validate(self, payload: bytes) -> None:
-        """Reject malformed input per request, before batching, so one bad request fails alone."""
-        from models.preprocess import decode_image, parse_qa
-
-        if self.spec.input == "image":
-            decode_image(payload)
-        else:
-            parse_qa(payload)
-
     async def __call__(self, payload: bytes) -> dict[str, Any]:
         from models.errors import PayloadError
 
         try:
-            if self._runner is None:
-                self._validate(payload)
+            if self._runner is None:  # reject malformed input before batching: it fails alone
+                self._check(payload)
             return await self._run_batch(payload)
         except PayloadError as exc:
             return _error(exc.status, str(exc))
@@ -164,7 +158,10 @@ class SliceReplica:
         return out
 
     def stats(self) -> dict[str, Any]:
-        return {"served": self._served, "app": self.spec.app_name}
+        import ray
+
+        return {"served": self._served, "app": self.spec.app_name, "ray_node_id": ray.get_runtime_context().get_node_id(),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
     def check_health(self) -> None:
         """Serve calls this periodically; a replica that answers is healthy."""

@@ -36,10 +36,11 @@ def queue_bound(throughput_rps: float, sla_ms: float, batch: int) -> int:
     """How many requests a replica may hold before a new one would wait longer than the SLA.
 
     A request that arrives behind `n` others waits about n / throughput; beyond
-    throughput × SLA it cannot meet the SLA. Never below two batches so batching still fills.
+    throughput × SLA it cannot meet the SLA. Never below four batches, so batching still fills and a short stall (a
+    replica's first requests, a busy host) does not turn into 503s.
     """
     by_sla = math.floor(max(throughput_rps, 0.0) * sla_ms / 1000.0)
-    return max(2 * batch, by_sla, 1)
+    return max(4 * batch, by_sla, 1)
 
 
 class Router:

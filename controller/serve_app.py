@@ -27,6 +27,10 @@ from controller.router import Router
 INGRESS_APP = "clover"
 MAX_BODY_BYTES = 10 * 1024 * 1024
 RETRY_AFTER_S = 1
+# How long a request may wait at the ingress for a replica queue to have room before the
+# service counts as saturated (503). Absorbs short stalls (a replica starting on a busy host)
+# without letting latency grow without bound.
+ADMISSION_WAIT_S = 1.0
 
 app = FastAPI(title="Clover", description="Carbon-aware inference on MIG slices")
 
@@ -81,7 +85,7 @@ class Ingress:
                                     'or {"question": ..., "context": ...} JSON (albert)')
         t0 = time.perf_counter()
         for attempt in range(2):  # one retry on another replica if a replica vanished mid-request
-            route = self.router.acquire()
+            route = self.router.acquire() or await self._wait_for_room()
             if route is None:
                 self._failed["saturated"] += 1
                 return _json_error(503, "service saturated: every replica queue is full; retry later",
@@ -105,6 +109,14 @@ class Ingress:
         result.pop("ok", None)
         result["latency_ms"] = ms
         return JSONResponse(result)
+
+    async def _wait_for_room(self) -> Any:
+        deadline = time.monotonic() + ADMISSION_WAIT_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+            if (route := self.router.acquire()) is not None:
+                return route
+        return None
 
     @app.get("/v1/status")
     async def status(self) -> JSONResponse:

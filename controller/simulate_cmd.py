@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
 SPEC = re.compile(r"^\s*(\d+)\s*x\s*([A-Za-z0-9._-]+)\s*$")

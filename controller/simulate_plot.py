@@ -17,7 +17,7 @@ def plot_runs(out_dir: Path, ci: list[float], runs: dict, label: Callable) -> li
     names = list(runs)
     fig, (ax_ci, ax_cfg) = plt.subplots(2, 1, figsize=(11, 3 + 0.45 * len(names)), sharex=True,
                                         gridspec_kw={"height_ratios": [2, max(1, len(names) * 0.5)]})
-    ax_ci.step(hours, ci, where="post", color="black")
+    ax_ci.step([*hours, len(ci)], [*ci, ci[-1]], where="post", color="black")
     ax_ci.set_ylabel("gCO2/kWh")
     ax_ci.set_title("carbon intensity and chosen configuration")
     cmap = plt.get_cmap("tab20")

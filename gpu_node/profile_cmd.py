@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 
-def _csv(kind: type) -> callable:
+def _csv(kind: type) -> Callable[[str], list]:
     def parse(text: str) -> list:
         try:
             values = [kind(x.strip()) for x in text.split(",") if x.strip()]
@@ -54,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console)])
     if any(b < 1 for b in args.batches) or args.duration <= 0:
         console.print("[red]--batches must be ≥ 1 and --duration > 0[/red]")
+        return 2
+    bad_dtypes = set(args.dtypes or ()) - {"fp16", "fp32"}
+    if bad_dtypes:
+        console.print(f"[red]--dtypes: unknown {sorted(bad_dtypes)}; use fp16 and/or fp32[/red]")
         return 2
     req = ProfileRequest(
         service=args.service, variants=args.variants, batches=tuple(args.batches), duration_s=args.duration,

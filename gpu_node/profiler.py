@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -94,11 +94,26 @@ def mig_profile_from_smi(text: str, uuid: str) -> str | None:
     return None
 
 
-def visible_mig_device(env: dict[str, str] | None = None) -> str | None:
-    """The MIG device UUID this process is pinned to through CUDA_VISIBLE_DEVICES, if any."""
-    visible = (env if env is not None else os.environ).get("CUDA_VISIBLE_DEVICES", "")
-    first = visible.split(",")[0].strip()
-    return first if first.startswith("MIG-") else None
+def nvml_device(device: str, env: dict[str, str] | None = None) -> str:
+    """The NVML identity (index, GPU-/MIG-UUID) of the CUDA device `device` ("cuda", "cuda:1").
+
+    CUDA numbers the devices listed in CUDA_VISIBLE_DEVICES from 0, so `cuda:1` is its second
+    entry; without the variable, CUDA and NVML indices agree (CUDA_DEVICE_ORDER=PCI_BUS_ID).
+    """
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    visible = [v.strip() for v in (env if env is not None else os.environ).get("CUDA_VISIBLE_DEVICES", "").split(",")
+               if v.strip()]
+    if not visible:
+        return str(index)
+    if index >= len(visible):
+        raise ValueError(f"{device}: CUDA_VISIBLE_DEVICES lists only {len(visible)} device(s): {visible}")
+    return visible[index]
+
+
+def visible_mig_device(device: str = "cuda", env: dict[str, str] | None = None) -> str | None:
+    """The MIG device UUID `device` runs on (through CUDA_VISIBLE_DEVICES), if any."""
+    entry = nvml_device(device, env)
+    return entry if entry.startswith("MIG-") else None
 
 
 # ---------------------------------------------------------------------------------------
@@ -116,17 +131,17 @@ class EnergyMeters:
     counter: Meter | None
     sampled: Meter | None = None
     source: str | None = None
-    _open: list[str] = field(default_factory=list)
 
     @classmethod
     def for_device(cls, device: str) -> "EnergyMeters":
         if device.startswith("cuda"):
             from gpu_node.meters.nvml import NvmlMeter
 
-            counter = NvmlMeter(prefer="counter")
+            gpus = [nvml_device(device)]  # only the GPU this run uses, not every GPU of the node
+            counter = NvmlMeter(gpus, prefer="counter")
             if not counter.available:
                 return cls(None)
-            return cls(counter, NvmlMeter(prefer="power"), "nvml")
+            return cls(counter, NvmlMeter(gpus, prefer="power"), "nvml")
         from gpu_node.meters.rapl import RaplMeter
 
         rapl = RaplMeter()
@@ -149,7 +164,7 @@ class EnergyMeters:
                 meter.close()
 
 
-def _nvml_facts() -> dict:
+def _nvml_facts(device: str) -> dict:
     """Driver, power limit and MIG mode of the (parent) GPU this process uses; {} without NVML."""
     try:
         import pynvml
@@ -160,20 +175,17 @@ def _nvml_facts() -> dict:
         return {}
     try:
         facts: dict = {"driver": pynvml.nvmlSystemGetDriverVersion()}
-        mig = visible_mig_device()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        if mig:
-            mig_handle = pynvml.nvmlDeviceGetHandleByUUID(mig)
+        entry = nvml_device(device)
+        if entry.startswith("MIG-"):
+            mig_handle = pynvml.nvmlDeviceGetHandleByUUID(entry)
             handle = pynvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(mig_handle)
             match = _MIG_IN_NAME.search(str(pynvml.nvmlDeviceGetName(mig_handle)))
             if match:
                 facts["mig_profile"] = match.group(1)
+        elif entry.startswith("GPU-"):
+            handle = pynvml.nvmlDeviceGetHandleByUUID(entry)
         else:
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-            if visible.isdigit():
-                handle = pynvml.nvmlDeviceGetHandleByIndex(int(visible))
-            elif visible.startswith("GPU-"):
-                handle = pynvml.nvmlDeviceGetHandleByUUID(visible)
+            handle = pynvml.nvmlDeviceGetHandleByIndex(int(entry))
         facts["power_limit_w"] = pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0
         try:
             facts["mig_mode"] = list(pynvml.nvmlDeviceGetMigMode(handle))
@@ -214,8 +226,8 @@ def device_info(device: str, meters: EnergyMeters, idle_s: float) -> dict:
     import torch
 
     cuda = device.startswith("cuda")
-    facts = _nvml_facts() if cuda else {}
-    mig = visible_mig_device() if cuda else None
+    facts = _nvml_facts(device) if cuda else {}
+    mig = visible_mig_device(device) if cuda else None
     if mig and "mig_profile" not in facts:
         facts["mig_profile"] = _mig_profile_via_smi(mig)
     idle_w = None
@@ -297,10 +309,12 @@ def profile(req: ProfileRequest, on_step: Callable[[str, int], None] = lambda _d
     """Profile the requested variants; `on_step(description, steps_done)` reports progress."""
     import torch
 
-    from models.runner import ModelRunner
+    from models.runner import ModelRunner, configure_cpu_threads
 
     specs = selected_specs(req)
     dtypes = request_dtypes(req)
+    if not req.device.startswith("cuda"):
+        configure_cpu_threads(req.threads)  # before `info` records the thread count
     meters = EnergyMeters.for_device(req.device)
     try:
         result = {"info": device_info(req.device, meters, idle_s=min(1.0, req.duration_s)), "variants": {}}

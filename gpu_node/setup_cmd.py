@@ -1,11 +1,124 @@
-"""Not implemented yet (placeholder until its issue lands)."""
+"""`gpu-node setup --system`: check this node, join the Ray cluster, start the node agent.
+
+    gpu-node setup --system --address HEAD:6379            # a real GPU node joins the cluster
+    gpu-node setup --system --simulate --gpus 2            # a simulated 2×H100 node, local head
+
+Joining runs `ray start` (a node joins a cluster through its own raylet; the head's address is
+checked first, so an unreachable one fails in seconds with a clear message instead of hanging).
+The node advertises the custom resource `clover_node_<name>`, which pins the node agent and the
+node's replicas to it. MIG mode is only checked here; `gpu-node mig enable` changes it.
+"""
+from __future__ import annotations
+
 import argparse
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--system", action="store_true",
+                        help="set this machine up as a Clover GPU node (joins Ray, starts the agent)")
+    parser.add_argument("--address", help="Ray head HOST:PORT to join (default: start a local head)")
+    parser.add_argument("--node-name", default=None, help="node name in plans and logs (default: host name)")
+    parser.add_argument("--port", type=int, default=6379, help="GCS port when starting a local head (default 6379)")
+    parser.add_argument("--simulate", action="store_true", help="simulated GPUs instead of NVIDIA ones")
+    parser.add_argument("--gpus", type=int, default=2, help="simulated GPU count (default 2)")
+    parser.add_argument("--gpu-type", default="H100-80GB", help="simulated GPU type (default H100-80GB)")
+    parser.add_argument("--state-dir", default=None,
+                        help="where the simulated node keeps its MIG state (default ~/.clover/<node>)")
+
+
+def node_name(given: str | None) -> str:
+    name = given or socket.gethostname().split(".")[0]
+    clean = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
+    if not clean:
+        raise ValueError(f"node name {given!r} has no usable characters; pass --node-name")
+    return clean
+
+
+def ray_start_command(address: str | None, port: int, resource: str) -> list[str]:
+    """The `ray start` argv that joins (or starts) the cluster with this node's resource (no shell)."""
+    import json
+
+    res = json.dumps({resource: 1000})
+    if address:
+        return ["ray", "start", f"--address={address}", f"--resources={res}"]
+    return ["ray", "start", "--head", f"--port={port}", f"--resources={res}", "--include-dashboard=false"]
+
+
+def bring_up_agent(cfg: Any, ray_node_id: str | None = None) -> dict[str, Any]:
+    """Start the detached node agent on a Ray node (this one by default) and return its info()."""
+    import ray
+
+    from gpu_node.agent import start_agent
+
+    agent = start_agent(cfg, ray_node_id=ray_node_id, detached=True)
+    return ray.get(agent.info.remote())
+
+
+def print_summary(info: dict[str, Any], address: str, warnings: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"Clover node {info['node']} ({'simulated' if info['simulated'] else 'NVIDIA'}) joined {address}")
+    for col in ("GPU", "type", "MIG", "slices (profile@start → MIG UUID)"):
+        t.add_column(col)
+    for g in info["gpus"]:
+        slices = "\n".join(f"{s['profile']}@{s['start']} → {s['uuid']}" for s in g["slices"]) or "-"
+        t.add_row(str(g["index"]), g["gpu_type"], "on" if g["mig_enabled"] else "off", slices)
+    c = Console()
+    c.print(t)
+    for w in warnings:
+        c.print(f"[yellow]warning:[/] {w}")
+    c.print(f"agent: clover-agent-{info['node']} (namespace clover), resource {info['resource']}")
 
 
 def run(args: argparse.Namespace) -> int:
-    print("not implemented yet")
-    return 1
+    from controller.serve_runtime import check_address, ray_env
+    from gpu_node.agent import AgentConfig, node_resource
+    from gpu_node.node_check import check_nvml, check_simulated
+
+    if not args.system:
+        print("gpu-node setup: add --system to set this machine up as a Clover GPU node "
+              "(it runs `ray start` and starts a long-lived node agent)", file=sys.stderr)
+        return 2
+    try:
+        name = node_name(args.node_name)
+        if args.address:
+            check_address(args.address)
+    except (ValueError, ConnectionError) as exc:
+        print(f"gpu-node setup: {exc}", file=sys.stderr)
+        return 2
+    state_dir = Path(args.state_dir or Path.home() / ".clover" / name)
+    if args.simulate:
+        from mig.simulated import SimulatedMigBackend
+
+        state_dir.mkdir(parents=True, exist_ok=True)
+        report = check_simulated(SimulatedMigBackend([(args.gpu_type, args.gpus)], state_dir / "mig-state.json"))
+    else:
+        report = check_nvml()
+    if not report.ok:
+        print("gpu-node setup: " + "; ".join(report.problems), file=sys.stderr)
+        return 2
+    ray_env()
+    cmd = ray_start_command(args.address, args.port, node_resource(name))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        print(f"gpu-node setup: `{' '.join(cmd)}` failed (exit {done.returncode}):\n"
+              f"{(done.stderr or done.stdout)[-2000:]}", file=sys.stderr)
+        return 1
+    import ray
+
+    address = args.address or f"127.0.0.1:{args.port}"
+    ray.init(address="auto", namespace="clover", log_to_driver=False)
+    try:
+        cfg = AgentConfig(name, simulate=args.simulate, gpus=args.gpus, gpu_type=args.gpu_type,
+                          state_dir=str(state_dir))
+        info = bring_up_agent(cfg)
+    finally:
+        ray.shutdown()
+    print_summary(info, address, report.warnings)
+    return 0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin
+from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin
 
 from models.errors import PayloadError
 
@@ -75,11 +75,13 @@ def decode_image(payload: bytes, limits: PayloadLimits = PayloadLimits()) -> Ima
                 f"image is {w}x{h} = {w * h} pixels, over the {limits.max_pixels}-pixel limit", status=413
             )
         img.load()
+        img = ImageOps.exif_transpose(img)  # camera JPEGs: pixels as the viewer shows them
+        rgb = img.convert("RGB")
     except PayloadError:
         raise
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt image data
         raise PayloadError(f"{cls.format} image data is corrupt or truncated: {exc}") from None
-    return img.convert("RGB")
+    return rgb
 
 
 @dataclass(frozen=True)

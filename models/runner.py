@@ -6,7 +6,6 @@ batched forward pass. The profiler times `forward` on `synthetic_inputs`.
 """
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,6 @@ from models import preprocess as pre
 from models.build import BuiltModel, build_model
 from models.registry import ALBERT_MAX_SEQ_LEN, EFFNET_RESOLUTION, VariantSpec, get_spec
 from models.tokenizer import QAEncoding, QATokenizer
-
-log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 

@@ -93,3 +93,40 @@ def test_local_yolo_checkpoint_is_loaded_and_fused(tmp_path):
     loaded = build_model(get_spec("yolo", "yolo11n"), weights_dir=tmp_path)
     assert loaded.params == PROFILED["yolo:yolo11n"]["params"]  # fused, like the profile
     assert loaded.class_names[:2] == ["thing0", "thing1"]
+
+
+NO_NETWORK_BUILD = """
+import socket
+attempts = []
+def refuse(*args, **kwargs):  # recorded, because libraries swallow connection errors
+    attempts.append(repr(args[1:] or args))
+    raise OSError("network disabled by the test")
+socket.socket.connect = refuse
+socket.socket.connect_ex = refuse
+socket.create_connection = refuse
+from models.build import build_model
+from models.registry import get_spec
+from models.runner import ModelRunner
+for service, variant in [("yolo", "yolo11n"), ("efficientnet", "b0")]:
+    build_model(get_spec(service, variant))
+ModelRunner("albert", "base")  # also trains the fallback tokenizer
+print("ATTEMPTS", attempts)
+"""
+
+
+def test_first_use_builds_without_any_network_access(tmp_path):
+    """A fresh cache (new ultralytics settings, untrained tokenizer) and sockets that refuse to connect."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_", "HF_", "TRANSFORMERS_"))}
+    env["CLOVER_CACHE_DIR"] = str(tmp_path / "fresh-cache")
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-c", NO_NETWORK_BUILD], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ATTEMPTS []" in proc.stdout, proc.stdout
+    assert (tmp_path / "fresh-cache" / "ultralytics").is_dir()  # settings kept out of ~/.config
+    assert list((tmp_path / "fresh-cache").glob("qa-tokenizer-*.json"))

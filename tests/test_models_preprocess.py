@@ -100,3 +100,12 @@ def test_qa_text_limit_answers_413():
     with pytest.raises(PayloadError, match="characters") as err:
         parse_qa(qa_bytes("q?", "x" * 101), PayloadLimits(max_text_chars=100))
     assert err.value.status == 413
+
+
+def test_exif_orientation_is_applied():
+    img = Image.new("RGB", (300, 200), (10, 200, 10))
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display", as phone cameras write
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif)
+    assert decode_image(buf.getvalue()).size == (200, 300)

@@ -102,3 +102,16 @@ def test_cuda_request_without_cuda_is_a_clear_error():
         pytest.skip("this machine has CUDA")
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         ModelRunner("efficientnet", "b0", device="cuda")
+
+
+def test_albert_from_a_local_hf_directory_uses_its_weights_and_tokenizer(tmp_path, albert):
+    from models.tokenizer import fallback_tokenizer
+
+    hf_dir = tmp_path / "albert-base-v2"
+    albert.built.module.save_pretrained(hf_dir)
+    fallback_tokenizer().save(str(hf_dir / "tokenizer.json"))  # stands in for the real tokenizer.json
+    local = ModelRunner("albert", "base", weights_dir=tmp_path)
+    assert local.info["weights"] == str(hf_dir)
+    assert local._task.tokenizer.source == str(hf_dir)
+    body = qa_bytes()
+    assert local.predict(body) == albert.predict(body)  # same weights, same tokenizer, same answer

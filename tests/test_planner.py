@@ -76,7 +76,8 @@ def test_exact_planner_reaches_the_oracle(service, pair, cluster, load, ci, lam)
 def test_heterogeneous_cluster_gets_per_gpu_layouts():
     svc = SERVICES.get("efficientnet")
     gpus = (("a", "H100-80GB"), ("b", "H100-80GB"), ("c", "A100-40GB"))
-    problem = PlanningProblem(svc, gpus, PERF, 300.0, 60.0, lam=0.3, carbon_intensity=400.0)
+    problem = PlanningProblem(svc, gpus, PERF, 300.0, 60.0, lam=0.3, carbon_intensity=400.0,
+                              variants=("b0", "b4", "b7"), batch_sizes=(1, 4))
     plan = solve(problem)
     check_plan(plan, problem)
     assert [g.gpu_type for g in plan.gpus] == ["H100-80GB", "H100-80GB", "A100-40GB"]

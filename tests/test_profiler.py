@@ -10,7 +10,9 @@ from configs.loader import PROFILE_DIR
 from gpu_node import profiler
 from gpu_node.cli import main
 from gpu_node.meters.simulated import SimulatedGpuMeter
-from gpu_node.profiler import EnergyMeters, ProfileRequest, mig_profile_from_smi, summarize_run, visible_mig_device
+from gpu_node.profiler import (
+    EnergyMeters, ProfileRequest, mig_profile_from_smi, nvml_device, summarize_run, visible_mig_device,
+)
 
 SHARED = json.loads((PROFILE_DIR / "h100-sxm_full-gpu.json").read_text())
 SHARED_RUN_KEYS = list(SHARED["variants"]["effnet:b0"]["runs"][0])
@@ -45,9 +47,19 @@ def test_mig_slice_is_recognised():
     assert mig_profile_from_smi(SMI_L, "MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f") == "1g.10gb"
     assert mig_profile_from_smi(SMI_L, "MIG-0b6e2a5b-7b3e-5a32-9a3e-2f1d8c0e4d11") == "3g.40gb"
     assert mig_profile_from_smi(SMI_L, "MIG-unknown") is None
-    assert visible_mig_device({"CUDA_VISIBLE_DEVICES": "MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f"}).startswith("MIG-c6")
-    assert visible_mig_device({"CUDA_VISIBLE_DEVICES": "0"}) is None
-    assert visible_mig_device({}) is None
+    mig_env = {"CUDA_VISIBLE_DEVICES": "MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f"}
+    assert visible_mig_device("cuda", mig_env) == mig_env["CUDA_VISIBLE_DEVICES"]
+    assert visible_mig_device("cuda", {"CUDA_VISIBLE_DEVICES": "0"}) is None
+    assert visible_mig_device("cuda", {}) is None
+
+
+def test_cuda_device_maps_to_the_nvml_device_it_runs_on():
+    assert nvml_device("cuda", {}) == "0"
+    assert nvml_device("cuda:3", {}) == "3"
+    assert nvml_device("cuda:1", {"CUDA_VISIBLE_DEVICES": "5,GPU-abc"}) == "GPU-abc"
+    assert nvml_device("cuda", {"CUDA_VISIBLE_DEVICES": "MIG-x, 2"}) == "MIG-x"
+    with pytest.raises(ValueError, match="lists only 1"):
+        nvml_device("cuda:1", {"CUDA_VISIBLE_DEVICES": "2"})
 
 
 class _ConstantPowerGpu:
@@ -108,12 +120,14 @@ def test_cli_rejects_unknown_variants(tmp_path, capsys):
     assert not (tmp_path / "x.json").exists()
 
 
-def test_compare_profiles_pairs_runs_and_computes_ratios():
+def test_compare_profiles_pairs_runs_and_computes_ratios(monkeypatch):
     import importlib.util
+    import sys
 
     path = PROFILE_DIR.parent.parent / "bench" / "compare_profiles.py"
     spec = importlib.util.spec_from_file_location("compare_profiles", path)
     mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "compare_profiles", mod)  # dataclasses look their module up
     spec.loader.exec_module(mod)
     mps = json.loads((PROFILE_DIR / "h100-sxm_mps-100pct.json").read_text())
     rows = mod.compare(mps, SHARED)

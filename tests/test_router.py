@@ -84,4 +84,4 @@ def test_bad_configuration_is_rejected_with_names():
 
 def test_queue_bound_follows_sla_and_batch():
     assert queue_bound(100.0, 200.0, 1) == 20  # 100 req/s × 0.2 s
-    assert queue_bound(1.0, 100.0, 8) == 16  # never below two batches
+    assert queue_bound(1.0, 100.0, 8) == 32  # never below four batches

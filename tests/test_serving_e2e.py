@@ -1,0 +1,235 @@
+"""End to end on real Ray Serve and real HTTP, with simulated GPUs: one Ray session for the module.
+
+Two simulated GPU nodes (node0, node1: one H100 each, node agents pinned to their custom
+resources) serve yolo. The carbon signal is a recorded-format trace that swings between 60 and
+600 gCO2/kWh every hour, stepped one hour per tick, so every tick re-partitions.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from controller.control_loop import ControlLoop, LoopSettings  # noqa: E402
+from controller.runlog import RunLog, read_events  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+TRACE = Path(__file__).parent / "fixtures" / "carbon_swing_48h.csv"
+TOKEN = "test-token-not-a-secret"
+RATE = 20.0
+
+
+class SteppedClock:
+    """The trace clock: one trace hour per `step()`, so each tick sees the next hour."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def step(self) -> None:
+        self.t += 3600.0
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from controller.carbon.spec import make_source
+    from controller.demo import free_port
+    from controller.serve_runtime import init_ray, shutdown, start_ingress
+    from gpu_node.agent import AgentConfig, start_agent
+
+    run_dir = tmp_path_factory.mktemp("run")
+    init_ray(local_nodes=("node0", "node1"))
+    agents = {
+        "node0": start_agent(AgentConfig("node0", gpus=1, state_dir=str(run_dir / "n0")), detached=False),
+        # node1's MIG operations take 1 s each, so the test can kill its agent mid-way.
+        "node1": start_agent(AgentConfig("node1", gpus=1, state_dir=str(run_dir / "n1"), mig_op_delay_s=1.0),
+                             detached=False),
+    }
+    port = free_port()
+    ingress = start_ingress("yolo", port=port, api_token=TOKEN)
+    clock = SteppedClock()
+    carbon = make_source(f"trace:{TRACE}", clock=clock)
+    loop = ControlLoop(LoopSettings("yolo", lam=0.5, sla_ms=None, replan_every_s=5.0, rate_rps=RATE),
+                       runlog=RunLog(run_dir), carbon=carbon, agents=agents, ingress=ingress)
+    loop.tick(first=True)
+    loop.reset_interval()
+    yield {"loop": loop, "url": f"http://127.0.0.1:{port}", "agents": agents, "clock": clock, "run_dir": run_dir}
+    shutdown()
+
+
+def _image() -> bytes:
+    from loadgen.payloads import load_payloads
+
+    return load_payloads("image", None, seed=3)[0].body
+
+
+def _load_in_background(url: str, duration_s: float) -> tuple[threading.Thread, dict]:
+    from loadgen.arrivals import RateTrace
+    from loadgen.generator import run_load_sync
+    from loadgen.payloads import load_payloads
+
+    out: dict = {}
+
+    def go() -> None:
+        out["result"] = run_load_sync(url, "yolo", RateTrace.constant(RATE), duration_s,
+                                      load_payloads("image", None, seed=1), seed=1, timeout_s=30.0)
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    return t, out
+
+
+def test_first_plan_runs_one_replica_per_mig_slice(stack):
+    loop = stack["loop"]
+    for node, agent in stack["agents"].items():
+        info = ray.get(agent.info.remote())
+        for g in info["gpus"]:
+            planned = {(s.placement.profile, s.placement.start) for s in loop.running[g["gpu_id"]].slices}
+            assert {(s["profile"], s["start"]) for s in g["slices"]} == planned
+    from ray import serve
+
+    for name, r in loop.replicas.items():
+        stats = serve.get_app_handle(name).stats.remote().result()
+        assert stats["cuda_visible_devices"] == r.spec.mig_uuid and r.spec.mig_uuid.startswith("MIG-")
+    status = httpx.get(stack["url"] + "/v1/status").json()
+    assert status["plan"]["service"] == "yolo" and status["replicas"]
+    assert abs(sum(r["share"] for r in status["replicas"]) - 1.0) < 1e-6
+
+
+def test_repartitions_under_load_lose_no_request(stack):
+    loop, clock = stack["loop"], stack["clock"]
+    before = loop.stats.reconfigurations
+    mig_before = len(read_events(stack["run_dir"], "mig_op"))
+    worker, out = _load_in_background(stack["url"], duration_s=40.0)
+    changed_plans = 0
+    for _ in range(4):
+        clock.step()
+        loop.tick()
+        changed_plans += bool(read_events(stack["run_dir"], "plan")[-1]["changed"])
+    worker.join(timeout=120)
+    result = out["result"]
+    assert changed_plans >= 3
+    assert loop.stats.reconfigurations - before >= 3
+    assert len(read_events(stack["run_dir"], "mig_op")) - mig_before >= 3
+    assert result.sent > 500 and result.failed == 0, (result.errors, result.error_examples)
+    assert result.ok == result.sent
+    kinds = {e["kind"] for e in read_events(stack["run_dir"])}
+    assert {"start", "carbon", "plan", "mig_op", "replica", "shares", "interval"} <= kinds
+    states = {e["state"] for e in read_events(stack["run_dir"], "replica")}
+    assert states == {"starting", "up", "draining", "down"}
+    intervals = read_events(stack["run_dir"], "interval")
+    assert sum(e["requests"] for e in intervals) > 0 and all(e["failed"] == 0 for e in intervals)
+    assert all(e["energy_j"] > 0 and e["carbon_g"] > 0 for e in intervals)
+    text = (stack["run_dir"] / "run.log").read_text()
+    assert "mig_op" in text and "destroy" in text and "create" in text
+
+
+@pytest.mark.parametrize("body,status,needle", [
+    (b"not an image at all", 400, "JPEG/PNG"),
+    (b'{"question": "q", "context": "c"}', 400, "JPEG/PNG"),
+    (b"\xff\xd8\xff\xe0" + b"\x00" * 64, 400, "image"),
+    (b"", 400, "empty"),
+])
+def test_malformed_payloads_get_4xx_and_replicas_stay_healthy(stack, body, status, needle):
+    r = httpx.post(stack["url"] + "/v1/infer", content=body, timeout=30)
+    assert r.status_code == status and needle in r.json()["error"]
+    ok = httpx.post(stack["url"] + "/v1/infer", content=_image(), timeout=30)
+    assert ok.status_code == 200 and ok.json()["variant"]
+    from ray import serve
+
+    apps = serve.status().applications
+    assert all(apps[n].status == "RUNNING" for n in stack["loop"].replicas)
+
+
+def test_oversized_body_gets_413(stack):
+    r = httpx.post(stack["url"] + "/v1/infer", content=b"x" * (10 * 1024 * 1024 + 1), timeout=60)
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+
+
+def test_state_changing_endpoints_need_the_bearer_token(stack):
+    url = stack["url"] + "/v1/config"
+    assert httpx.post(url, json={"lambda": 0.3}).status_code == 401
+    assert httpx.post(url, json={"lambda": 0.3}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert httpx.post(url, json={"lambda": 7}, headers=auth).status_code == 422
+    assert httpx.post(url, json={"lambda": 0.3}, headers=auth).status_code == 200
+    stack["loop"].handle_commands()
+    assert stack["loop"].s.lam == 0.3
+    assert TOKEN not in (stack["run_dir"] / "run.log").read_text()
+    metrics = httpx.get(stack["url"] + "/metrics").text
+    assert "clover_carbon_grams_total" in metrics and "clover_requests_total" in metrics
+
+
+def _plan_changing_node1(loop) -> dict:
+    """The running plan with node1's GPU re-partitioned (7g <-> 4g+3g), the base variant on it."""
+    from dataclasses import replace
+
+    from controller.plan import GpuPlan, SliceAssignment
+    from mig.types import Placement
+
+    gpus = []
+    for g in loop.plan.gpus:
+        if g.gpu_id.startswith("node1/"):
+            whole = [s for s in g.slices if s.placement.profile.startswith("7g")]
+            layout = ([Placement("4g.40gb", 0), Placement("3g.40gb", 4)] if whole else [Placement("7g.80gb", 0)])
+            g = GpuPlan(g.gpu_id, g.gpu_type, tuple(SliceAssignment(p, "yolo11x", 8, 0.5) for p in layout))
+        gpus.append(g)
+    return replace(loop.plan, gpus=tuple(gpus)).to_json()
+
+
+def test_forced_plan_needs_token_and_is_validated(stack):
+    url = stack["url"] + "/v1/plan"
+    plan = _plan_changing_node1(stack["loop"])
+    assert httpx.post(url, json=plan).status_code == 401
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert httpx.post(url, json={"service": "albert"}, headers=auth).status_code == 422
+    assert httpx.post(url, json={**plan, "service": "albert"}, headers=auth).status_code == 422
+
+
+def test_agent_killed_mid_reconfiguration_keeps_serving_and_replans(stack):
+    loop, run_dir = stack["loop"], stack["run_dir"]
+    seen = len(read_events(run_dir))
+    victim = stack["agents"]["node1"]
+    killed = threading.Event()
+
+    def kill_when_node1_changes() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for e in read_events(run_dir)[seen:]:
+                if e["kind"] == "plan" and e["message"].startswith("forced"):
+                    time.sleep(1.5)  # inside node1's drain/stop/MIG sequence (MIG ops take 1 s there)
+                    ray.kill(victim)
+                    killed.set()
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_when_node1_changes, daemon=True)
+    killer.start()
+    worker, out = _load_in_background(stack["url"], duration_s=25.0)
+    time.sleep(2.0)
+    r = httpx.post(stack["url"] + "/v1/plan", json=_plan_changing_node1(loop),
+                   headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200
+    loop.tick()  # applies the forced plan: node1 drains, its agent dies mid-way
+    killer.join(timeout=60)
+    worker.join(timeout=120)
+    assert killed.is_set()
+    new = read_events(run_dir)[seen:]
+    assert any(e["kind"] == "error" and "node1" in e["where"] for e in new)
+    assert "node1" not in loop.agents and all(not g.startswith("node1/") for g in loop.gpus)
+    last_plan = [e for e in new if e["kind"] == "plan"][-1]
+    assert [g["gpu_id"] for g in last_plan["plan"]["gpus"]] == ["node0/gpu0"]
+    assert loop.replicas and all(r.gpu_id == "node0/gpu0" for r in loop.replicas.values())
+    result = out["result"]
+    assert result.failed == 0, (result.errors, result.error_examples)
+    assert httpx.post(stack["url"] + "/v1/infer", content=_image(), timeout=30).status_code == 200
+    json.dumps(loop.plan.to_json())  # the running plan stays serialisable for /v1/status
