@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from models.build import force_offline
 from models.preprocess import LetterboxMeta
 from models.tokenizer import QAEncoding
 
@@ -22,6 +23,7 @@ def yolo_detections(
     max_det: int = 300,
 ) -> list[dict]:
     """Per image: `{"detections": [{"box": [x1, y1, x2, y2], "score", "class_id", "class_name"}]}`."""
+    force_offline()  # before ultralytics is first imported (it reads its settings then)
     from ultralytics.utils import ops
     from ultralytics.utils.nms import non_max_suppression
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin
 
+from models.build import force_offline
 from models.errors import PayloadError
 
 __all__ = [
@@ -94,6 +95,7 @@ class LetterboxMeta:
 
 def letterbox(img: Image.Image, size: int) -> tuple[torch.Tensor, LetterboxMeta]:
     """Ultralytics' letterbox: scale to fit `size`, keep aspect ratio, pad with 114, scale to [0,1]."""
+    force_offline()  # before ultralytics is first imported (it reads its settings then)
     from ultralytics.data.augment import LetterBox
 
     arr = np.asarray(img)  # HWC RGB uint8; ultralytics models take RGB

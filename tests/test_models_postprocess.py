@@ -11,6 +11,11 @@ from models.tokenizer import QAEncoding
 NAMES = [f"class{i}" for i in range(80)]
 
 
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("CLOVER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "clover-cache"))
+
+
 def _yolo_raw(boxes: list[tuple[float, float, float, float, int, float]], n: int = 100) -> torch.Tensor:
     """Raw head output (1, 4+80, n): xywh in letterboxed pixels + per-class scores."""
     raw = torch.zeros(1, 84, n)

@@ -14,6 +14,11 @@ from models.preprocess import (
 from tests.models_samples import image_bytes, qa_bytes
 
 
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("CLOVER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "clover-cache"))
+
+
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_jpeg_and_png_decode_to_rgb(fmt):
     img = decode_image(image_bytes(320, 200, fmt))
