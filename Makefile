@@ -28,7 +28,11 @@ test: env
 	$(BIN)/python -m pytest -q tests
 
 bench: env
-	$(BIN)/python -m bench.run_all
+	$(BIN)/python bench/perf_model_fit.py
+	$(BIN)/python bench/planner_bench.py
+	$(BIN)/python bench/policies_bench.py --quick
+	$(BIN)/python -m bench.serving_bench
+	$(BIN)/python bench/models_cpu.py --variants yolo11n,b0,base --batches 1,4
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -112,6 +112,9 @@ class LoopSettings:
     threads: int = 1
     weights_dir: str | None = None
     min_rate_rps: float = 1.0
+    # Hours of carbon forecast handed to the planner: a new plan is adopted only if it pays back
+    # its reconfiguration cost over them (controller/planner.py). 0: re-plan on the current value.
+    forecast_hours: int = 6
 
 
 @dataclass
@@ -150,6 +153,7 @@ class ControlLoop:
                  on_interval: Callable[[dict[str, Any]], None] | None = None) -> None:
         from configs import load_services
         from controller.accounting import Accountant
+        from controller.metrics import CloverMetrics
         from models.performance import PerformanceModel
 
         self.s = settings
@@ -174,6 +178,7 @@ class ControlLoop:
         self._discover()
         gpu_list = [(g.gpu_id, g.gpu_type) for g in self.gpus.values()]
         self.accountant = accountant or Accountant(self.service, dict(gpu_list), self.perf)
+        self.metrics = CloverMetrics(settings.service)
         if settings.sla_ms is None:
             from controller.planning_model import base_p95_ms
 
@@ -217,6 +222,10 @@ class ControlLoop:
             self.gpus.pop(gid, None)
         self.log.event("error", f"node agent {node} lost ({why}); its GPUs {lost} leave the plan, serving on the rest",
                        where=f"agent {node}", error=why)
+
+    def _ingress(self, method: str, *args: Any) -> Any:
+        """Call the ingress's control-plane method; bounded, so a dead ingress cannot hang the loop."""
+        return getattr(self.ingress, method).remote(*args).result(timeout_s=self.s.drain_timeout_s + 60.0)
 
     # -- model helpers ---------------------------------------------------------------------------
     def _problem(self, rate: float, ci: float, current: Plan | None = None) -> Any:
@@ -281,7 +290,7 @@ class ControlLoop:
             ray.get(self.agents[h.node].mark_in_use.remote(h.index, sp.gi_id, "clover"), timeout=30)
             self.log.event("replica", f"{sp.app_name} up", gpu=gpu_id, slice=sp.slice_id, variant=sp.variant,
                            state="up")
-        self.ingress.add_routes.remote(routes).result()
+        self._ingress("add_routes", routes)
         return [sp.app_name for sp in specs]
 
     def _stop_replicas(self, names: list[str]) -> None:
@@ -292,17 +301,17 @@ class ControlLoop:
 
         if not names:
             return
-        self.ingress.drain.remote(names).result()
+        self._ingress("drain", names)
         for n in names:
             r = self.replicas[n]
             self.log.event("replica", f"{n} draining", gpu=r.gpu_id, slice=r.spec.slice_id,
                            variant=r.spec.variant, state="draining")
-        left = self.ingress.wait_drained.remote(names, self.s.drain_timeout_s).result()
+        left = self._ingress("wait_drained", names, self.s.drain_timeout_s)
         if left:
             self.log.event("error", f"{left} requests still in flight after {self.s.drain_timeout_s}s drain",
                            where="drain", error="drain timeout")
         stop_replicas(names)
-        self.ingress.remove_routes.remote(names).result()
+        self._ingress("remove_routes", names)
         for n in names:
             r = self.replicas.pop(n)
             still_used = any(o.spec.gpu_id == r.spec.gpu_id and o.spec.gi_id == r.spec.gi_id
@@ -332,7 +341,7 @@ class ControlLoop:
         if table == self._last_shares:
             return
         self._last_shares = table
-        self.ingress.set_shares.remote(table).result()
+        self._ingress("set_shares", table)
         self.log.event("shares", f"traffic over {sum(1 for x in table.values() if x > 0)} replicas",
                        shares={n: round(x, 4) for n, x in table.items()})
 
@@ -373,9 +382,8 @@ class ControlLoop:
         h = self.gpus[c.gpu_id]
         stop_names = [n for n, r in self.replicas.items()
                       if r.gpu_id == c.gpu_id and slice_key(r.assignment) in {slice_key(s) for s in c.stop}]
-        started: list[str] = []
         try:
-            started += self._start(c.gpu_id, c.start_kept)  # make before break, where no MIG op is needed
+            started = self._start(c.gpu_id, c.start_kept)  # make before break, where no MIG op is needed
             staying = [n for n in self.replicas if n not in stop_names]
             if stop_names and not enough_capacity(self._transition_capacity(staying), self.rate_rps, self.s.headroom):
                 self._stop_replicas(started)  # undo: this step waits for the others
@@ -384,11 +392,9 @@ class ControlLoop:
             self._stop_replicas(stop_names)
             if c.layout_changes:
                 self._mig(h, new)
-            started += self._start(c.gpu_id, c.start_new)
-        except RayActorError as exc:
+            self._start(c.gpu_id, c.start_new)
+        except RayActorError as exc:  # the node's GPUs leave the plan; apply() stops their replicas last
             self._lose_node(h.node, f"died during re-partition of {c.gpu_id}: {exc}")
-            self.running[c.gpu_id] = replace(new, slices=tuple(r.assignment for r in self.replicas.values()
-                                                               if r.gpu_id == c.gpu_id))
             return "lost"
         except Exception as exc:  # noqa: BLE001 - any failed step rolls back to a serving state
             self.log.event("error", f"{c.gpu_id}: step failed ({exc}); rolling back to the previous layout",
@@ -437,9 +443,17 @@ class ControlLoop:
     def read_carbon(self) -> float:
         reading = self.carbon.current()
         self.carbon_now = float(reading.value_gco2_per_kwh)
+        self.metrics.observe_carbon(reading)
         self.log.event("carbon", f"carbon intensity {self.carbon_now:.0f} gCO2/kWh", value=self.carbon_now,
                        source=reading.source, stale=reading.stale)
         return self.carbon_now
+
+    def _forecast(self) -> tuple[float, ...]:
+        try:
+            return tuple(r.value_gco2_per_kwh for r in self.carbon.forecast(self.s.forecast_hours))
+        except Exception as exc:  # noqa: BLE001 - no forecast: plan on the current value alone
+            log.info("no carbon forecast (%s); planning without switching cost", exc)
+            return ()
 
     def replan(self) -> None:
         from controller.planner import solve
@@ -449,7 +463,10 @@ class ControlLoop:
             return
         forced, self._forced = self._forced, None
         t0 = time.perf_counter()
-        target = forced or solve(self._problem(self.rate_rps * self.s.headroom, self.carbon_now, self.plan))
+        problem = self._problem(self.rate_rps * self.s.headroom, self.carbon_now, self.plan)
+        if self.s.forecast_hours and self.plan is not None:
+            problem = problem.with_(forecast=self._forecast())
+        target = forced or solve(problem)
         solve_ms = (time.perf_counter() - t0) * 1000.0
         target = Plan(target.service, tuple(g for g in target.gpus if g.gpu_id in self.gpus), target.rate_rps,
                       target.carbon_intensity, target.predicted, target.solve_ms)
@@ -462,6 +479,7 @@ class ControlLoop:
         if changed:
             nodes_before = set(self.agents)
             self.plan = self.apply(target)
+            self.metrics.plan_changed()
             if set(self.agents) != nodes_before and self.gpus:
                 self.replan()  # a node was lost mid-way: plan again for the GPUs that are left
         else:
@@ -475,7 +493,7 @@ class ControlLoop:
         from controller.accounting import SliceActivity
         from mig.placement import compute_slices_of
 
-        traffic = self.ingress.take_interval.remote().result()
+        traffic = self._ingress("take_interval")
         energy: dict[str, float | None] = {}
         busy: dict[str, dict[str, float]] = {}
         estimated = False
@@ -502,6 +520,7 @@ class ControlLoop:
             self.carbon_now, self.s.pue, p95_ms=traffic["p95_ms"] if traffic["requests"] else None,
             failed=traffic["failed"], estimated=estimated)
         rec = acct.event_fields()
+        self.metrics.observe_interval(acct)
         self.stats.intervals.append(rec)
         self.log.event("interval", f"{acct.requests} requests, {acct.energy_j:.0f} J, {acct.carbon_g:.3f} g "
                                    f"(base {acct.baseline_carbon_g:.3f} g), p95 {traffic['p95_ms']:.1f} ms", **rec)
@@ -515,7 +534,7 @@ class ControlLoop:
         """Start a fresh accounting interval now (e.g. when load starts after the first deploy)."""
         import ray
 
-        self.ingress.take_interval.remote().result()
+        self._ingress("take_interval")
         ray.get([a.interval_energy.remote() for a in self.agents.values()], timeout=30)
 
     def publish_status(self) -> None:
@@ -525,30 +544,13 @@ class ControlLoop:
         status = {"plan": self.plan.to_json() if self.plan else None, "carbon_intensity": self.carbon_now,
                   "rate_rps": self.rate_rps, "sla_ms": self.s.sla_ms, "lambda": self.s.lam,
                   "emissions": totals, "reconfigurations": self.stats.reconfigurations}
-        self.ingress.set_status.remote(status, self.metrics_text()).result()
+        self._ingress("set_status", status, self.metrics_text())
 
     def metrics_text(self) -> str:
-        """Prometheus exposition of the run so far (TEMPORARY adapter until controller/metrics.py lands)."""
-        from prometheus_client import CollectorRegistry, Gauge, generate_latest
-
-        reg = CollectorRegistry()
-        t = self.accountant.totals()
-        for name, doc, value in (
-            ("clover_carbon_intensity_gco2_per_kwh", "current grid carbon intensity", self.carbon_now),
-            ("clover_carbon_grams_total", "carbon emitted so far", t.carbon_g),
-            ("clover_baseline_carbon_grams_total", "carbon Base would have emitted", t.baseline_carbon_g),
-            ("clover_energy_joules_total", "GPU energy so far", t.energy_j),
-            ("clover_requests_total", "requests served", t.requests),
-            ("clover_requests_failed_total", "requests failed", t.failed),
-            ("clover_reconfigurations_total", "GPU re-partition steps applied", self.stats.reconfigurations),
-            ("clover_replicas", "replicas running", len(self.replicas)),
-            ("clover_sla_ms", "latency SLA", self.s.sla_ms or 0.0),
-        ):
-            Gauge(name, doc, registry=reg).set(value)
-        return generate_latest(reg).decode()
+        return self.metrics.render().decode()
 
     def handle_commands(self) -> None:
-        for cmd in self.ingress.take_commands.remote().result():
+        for cmd in self._ingress("take_commands"):
             if cmd["kind"] == "config":
                 self.s.lam = cmd.get("lam", self.s.lam)
                 self.s.sla_ms = cmd.get("sla_ms", self.s.sla_ms)
@@ -565,10 +567,16 @@ class ControlLoop:
         self.replan()
         self.publish_status()
 
-    def run(self, duration_s: float | None = None) -> None:
-        """Tick every `replan_every_s` until `stop()` (or `duration_s`)."""
-        t_end = time.monotonic() + duration_s if duration_s else None
+    def start(self) -> None:
+        """First plan and deployment; accounting starts once it is serving."""
         self.tick(first=True)
+        self.reset_interval()
+
+    def run(self, duration_s: float | None = None) -> None:
+        """Tick every `replan_every_s` until `stop()` (or `duration_s`); starts first if needed."""
+        t_end = time.monotonic() + duration_s if duration_s else None
+        if self.plan is None:
+            self.start()
         while not self._stop.is_set():
             next_t = time.monotonic() + self.s.replan_every_s
             if t_end is not None and next_t > t_end:

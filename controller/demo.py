@@ -108,9 +108,8 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float = 20.0, 
                                   lam=lam, sla_ms=None, replan_every=replan_every, rate=rate, pue=1.5,
                                   execution=execution, echo=echo)
         loop = make_loop(args, {DEMO_NODE: agent}, ingress, out)
-        loop.tick(first=True)  # first deployment, before any load
+        loop.start()  # first deployment, before any load
         first_steps = loop.stats.reconfigurations
-        loop.reset_interval()
         worker = threading.Thread(target=loop.run, name="control-loop", daemon=True)
         worker.start()
         try:

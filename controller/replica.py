@@ -2,7 +2,7 @@
 
 Why one small Serve *application* per slice: a running Serve application cannot cheaply gain or
 lose deployments, but applications can be added and deleted independently. Each slice replica is
-therefore its own application (`replica-<node>-g<gpu>-s<start>-<variant>-b<batch>`, no HTTP
+therefore its own application (`replica-<node>-g<gpu>-<Ng>s<start>-<variant>-b<batch>`, no HTTP
 route); the ingress reaches it with `serve.get_app_handle`. New replicas are deployed and warmed
 before traffic moves to them (make-before-break); old ones are deleted after draining.
 
@@ -54,7 +54,8 @@ class ReplicaSpec:
 
     @property
     def app_name(self) -> str:
-        return f"replica-{self.node}-g{self.gpu}-s{self.start}-{self.variant}-b{self.batch}"
+        profile = self.profile.split(".")[0]  # "4g.40gb" -> "4g"; with the start it names the slice
+        return f"replica-{self.node}-g{self.gpu}-{profile}s{self.start}-{self.variant}-b{self.batch}"
 
     @property
     def slice_id(self) -> str:

@@ -80,9 +80,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"controller: {exc}", file=sys.stderr)
         return 2
     try:
-        if args.simulate_node and not args.address:
-            start_agent(AgentConfig("local", state_dir=str(run_dir / "node-state")), detached=False)
         agents = find_agents()
+        if args.simulate_node and not args.address:  # keep the handle: it owns the (non-detached) agent
+            agents["local"] = start_agent(AgentConfig("local", state_dir=str(run_dir / "node-state")),
+                                          detached=False)
         if not agents:
             print("controller: no node agent in the cluster; run `gpu-node setup --system` on each GPU node "
                   "(or add --simulate-node for a simulated one here)", file=sys.stderr)
@@ -95,8 +96,15 @@ def run(args: argparse.Namespace) -> int:
             loop.run()
         except KeyboardInterrupt:
             pass
-        loop.finish()
-        loop.log.event("end", "controller stopped", summary=loop.stats.__dict__ | {"intervals": len(loop.stats.intervals)})
+        try:
+            loop.finish()
+        except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - Ctrl-C may have stopped Ray workers too
+            loop.log.event("error", f"last interval not accounted: {exc!r}", where="shutdown", error=repr(exc))
+        t = loop.accountant.totals()
+        loop.log.event("end", "controller stopped", summary={
+            "reconfigurations": loop.stats.reconfigurations, "mig_ops": loop.stats.mig_ops,
+            "carbon_g": t.carbon_g, "baseline_carbon_g": t.baseline_carbon_g, "requests": t.requests,
+            "failed": t.failed, "accuracy": t.accuracy})
         return 0
     finally:
         shutdown()

@@ -169,6 +169,14 @@ class Ingress:
             return _json_error(422, f"body must be a plan as GET /v1/status shows it: {exc!r}")
         if plan.service != self.service:
             return _json_error(422, f"plan is for service {plan.service!r}, this controller serves {self.service!r}")
+        from mig.errors import MigError
+        from mig.placement import validate_layout
+
+        for g in plan.gpus:
+            try:
+                validate_layout(g.gpu_type, g.layout)
+            except (MigError, KeyError) as exc:
+                return _json_error(422, f"{g.gpu_id}: invalid MIG layout: {exc}")
         self._commands.append({"kind": "plan", "plan": plan.to_json()})
         return JSONResponse({"accepted": "plan", "applied": "at the next control-loop tick"})
 

@@ -79,3 +79,10 @@ def check_nvml(nvml: Any | None = None) -> NodeReport:
         return assess(NodeReport(driver=str(driver), simulated=False, gpus=gpus))
     finally:
         nvml.nvmlShutdown()
+
+
+if __name__ == "__main__":  # read-only check of a real node: python -m gpu_node.node_check
+    import json
+    from dataclasses import asdict
+
+    print(json.dumps(asdict(check_nvml()), indent=2))

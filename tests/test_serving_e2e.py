@@ -58,10 +58,11 @@ def stack(tmp_path_factory):
     ingress = start_ingress("yolo", port=port, api_token=TOKEN)
     clock = SteppedClock()
     carbon = make_source(f"trace:{TRACE}", clock=clock)
-    loop = ControlLoop(LoopSettings("yolo", lam=0.5, sla_ms=None, replan_every_s=5.0, rate_rps=RATE),
+    # forecast_hours=0: the swing trace would never pay back a switch; this test is about switching.
+    loop = ControlLoop(LoopSettings("yolo", lam=0.5, sla_ms=None, replan_every_s=5.0, rate_rps=RATE,
+                                    forecast_hours=0),
                        runlog=RunLog(run_dir), carbon=carbon, agents=agents, ingress=ingress)
-    loop.tick(first=True)
-    loop.reset_interval()
+    loop.start()
     yield {"loop": loop, "url": f"http://127.0.0.1:{port}", "agents": agents, "clock": clock, "run_dir": run_dir}
     shutdown()
 
@@ -166,7 +167,8 @@ def test_state_changing_endpoints_need_the_bearer_token(stack):
     assert stack["loop"].s.lam == 0.3
     assert TOKEN not in (stack["run_dir"] / "run.log").read_text()
     metrics = httpx.get(stack["url"] + "/metrics").text
-    assert "clover_carbon_grams_total" in metrics and "clover_requests_total" in metrics
+    assert 'clover_carbon_total_grams_total{service="yolo"}' in metrics
+    assert 'clover_requests_total{service="yolo",variant=' in metrics
 
 
 def _plan_changing_node1(loop) -> dict:
@@ -186,6 +188,19 @@ def _plan_changing_node1(loop) -> dict:
     return replace(loop.plan, gpus=tuple(gpus)).to_json()
 
 
+def _plan_with_bad_node0_layout(loop) -> "object":
+    """node0 asked for 7g + 1g: the MIG create of the 1g fails (a 7g takes every slot)."""
+    from dataclasses import replace
+
+    from controller.plan import GpuPlan, SliceAssignment
+    from mig.types import Placement
+
+    bad = (SliceAssignment(Placement("7g.80gb", 0), "yolo11x", 8, 0.5),
+           SliceAssignment(Placement("1g.10gb", 6), "yolo11n", 1, 0.1))
+    return replace(loop.plan, gpus=tuple(GpuPlan(g.gpu_id, g.gpu_type, bad) if g.gpu_id.startswith("node0/") else g
+                                         for g in loop.plan.gpus))
+
+
 def test_forced_plan_needs_token_and_is_validated(stack):
     url = stack["url"] + "/v1/plan"
     plan = _plan_changing_node1(stack["loop"])
@@ -193,6 +208,26 @@ def test_forced_plan_needs_token_and_is_validated(stack):
     auth = {"Authorization": f"Bearer {TOKEN}"}
     assert httpx.post(url, json={"service": "albert"}, headers=auth).status_code == 422
     assert httpx.post(url, json={**plan, "service": "albert"}, headers=auth).status_code == 422
+    r = httpx.post(url, json=_plan_with_bad_node0_layout(stack["loop"]).to_json(), headers=auth)
+    assert r.status_code == 422 and "invalid MIG layout" in r.json()["error"]
+
+
+def test_failed_step_rolls_back_to_a_serving_state(stack):
+    loop, run_dir = stack["loop"], stack["run_dir"]
+    before = loop.running["node0/gpu0"]
+    seen = len(read_events(run_dir))
+    worker, out = _load_in_background(stack["url"], duration_s=12.0)
+    time.sleep(1.0)
+    loop.apply(_plan_with_bad_node0_layout(loop))  # as if the planner produced an impossible layout
+    worker.join(timeout=120)
+    new = read_events(run_dir)[seen:]
+    assert any(e["kind"] == "mig_op" and not e["ok"] for e in new)
+    assert any(e["kind"] == "error" and "rolling back" in e["message"] for e in new)
+    assert loop.running["node0/gpu0"].layout == before.layout
+    info = ray.get(stack["agents"]["node0"].info.remote())
+    assert [(s["profile"], s["start"]) for s in info["gpus"][0]["slices"]] == [(p.profile, p.start) for p in before.layout]
+    assert any(r.gpu_id == "node0/gpu0" for r in loop.replicas.values())
+    assert out["result"].failed == 0, out["result"].errors
 
 
 def test_agent_killed_mid_reconfiguration_keeps_serving_and_replans(stack):

@@ -63,7 +63,7 @@ def test_controller_places_each_replica_on_its_slice_node_and_serves(cluster):
     loop = ControlLoop(LoopSettings("albert", lam=0.1, sla_ms=None, replan_every_s=60, rate_rps=40.0),
                        runlog=RunLog(cluster["run_dir"]), carbon=make_source("constant:250"), agents=agents,
                        ingress=cluster["ingress"])
-    loop.tick(first=True)
+    loop.start()
     assert {r.spec.node for r in loop.replicas.values()} == {"gpuA", "gpuB"}
     for name, r in loop.replicas.items():
         stats = serve.get_app_handle(name).stats.remote().result()

@@ -1,0 +1,25 @@
+"""`controller demo` end to end, shortened: the files and the exact summary.json keys."""
+import json
+
+import pytest
+
+from controller.demo import SUMMARY_KEYS, run_demo
+from controller.emissions_csv import read_rows
+from controller.runlog import read_events
+
+pytestmark = pytest.mark.slow
+
+
+def test_short_demo_writes_summary_and_logs(tmp_path):
+    summary = run_demo("yolo", 20.0, tmp_path, rate=10.0, replan_every=5.0, echo=False)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk == summary and tuple(on_disk) == SUMMARY_KEYS
+    assert summary["requests_sent"] > 100 and summary["requests_failed"] == 0
+    assert summary["requests_ok"] == summary["requests_sent"]
+    assert summary["carbon_g"] > 0 and summary["baseline_carbon_g"] > 0
+    assert summary["accuracy"] > 0 and summary["baseline_accuracy"] == 54.7
+    kinds = [e["kind"] for e in read_events(tmp_path)]
+    assert kinds[0] == "start" and kinds[-1] == "end" and "interval" in kinds
+    assert (tmp_path / "run.log").read_text().count("interval") >= 2
+    rows = read_rows(tmp_path / "emissions.csv")
+    assert rows and abs(sum(float(r["emissions"]) for r in rows) * 1000 - summary["carbon_g"]) < 1e-3
