@@ -523,7 +523,9 @@ class ControlLoop:
         self.metrics.observe_interval(acct)
         self.stats.intervals.append(rec)
         self.log.event("interval", f"{acct.requests} requests, {acct.energy_j:.0f} J, {acct.carbon_g:.3f} g "
-                                   f"(base {acct.baseline_carbon_g:.3f} g), p95 {traffic['p95_ms']:.1f} ms", **rec)
+                                   f"(base {acct.baseline_carbon_g:.3f} g), p95 on slice {traffic['p95_ms']:.1f} ms "
+                                   f"(SLA {self.s.sla_ms:.1f}), at ingress {traffic.get('ingress_p95_ms', 0.0):.1f} ms",
+                       ingress_p95_ms=traffic.get("ingress_p95_ms"), **rec)
         if traffic["requests"] > 0:  # the next plan follows the measured rate
             self.rate_rps = traffic["requests"] / dur
         if self.on_interval:

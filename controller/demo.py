@@ -20,7 +20,8 @@ from typing import Any
 from loadgen.run_cmd import parse_duration
 
 SUMMARY_KEYS = ("requests_sent", "requests_ok", "requests_failed", "reconfigurations", "carbon_g",
-                "baseline_carbon_g", "carbon_saving_pct", "accuracy", "baseline_accuracy", "p95_ms", "sla_ms")
+                "baseline_carbon_g", "carbon_saving_pct", "accuracy", "baseline_accuracy", "p95_ms", "sla_ms",
+                "client_p95_ms")
 DEMO_NODE = "node0"
 TRACE_DAY_S = 86400.0
 
@@ -45,8 +46,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def summarise(load: Any, loop: Any, reconfigurations: int) -> dict[str, Any]:
-    """The demo's summary.json, exactly SUMMARY_KEYS."""
+def summarise(load: Any, loop: Any, reconfigurations: int, slice_p95_ms: float) -> dict[str, Any]:
+    """The demo's summary.json, exactly SUMMARY_KEYS.
+
+    `p95_ms` is the p95 of the time requests spent on their MIG slice (batching, queue and
+    service), which the planner predicts and the SLA bounds; `client_p95_ms` is what the load
+    generator saw end to end, adding the HTTP and Ray Serve path (tens of ms on a 2-core box,
+    the same for every plan).
+    """
     t = loop.accountant.totals()
     return {
         "requests_sent": load.sent,
@@ -58,8 +65,9 @@ def summarise(load: Any, loop: Any, reconfigurations: int) -> dict[str, Any]:
         "carbon_saving_pct": round(t.saved_pct or 0.0, 2),
         "accuracy": round(t.accuracy or 0.0, 3),
         "baseline_accuracy": t.baseline_accuracy,
-        "p95_ms": round(load.latency_ms.get("p95") or 0.0, 2),
+        "p95_ms": round(slice_p95_ms, 2),
         "sla_ms": round(loop.s.sla_ms, 2),
+        "client_p95_ms": round(load.latency_ms.get("p95") or 0.0, 2),
     }
 
 
@@ -74,7 +82,8 @@ def print_table(summary: dict[str, Any], service: str) -> None:
     t.add_row("carbon (g CO2)", f"{summary['carbon_g']:.3f}", f"{summary['baseline_carbon_g']:.3f}")
     t.add_row("carbon saved", f"{summary['carbon_saving_pct']:.1f} %", "")
     t.add_row("accuracy", f"{summary['accuracy']:.2f}", f"{summary['baseline_accuracy']:.2f}")
-    t.add_row("p95 latency (ms)", f"{summary['p95_ms']:.1f}", f"SLA {summary['sla_ms']:.1f}")
+    t.add_row("p95 on the slice (ms)", f"{summary['p95_ms']:.1f}", f"SLA {summary['sla_ms']:.1f}")
+    t.add_row("p95 at the client (ms)", f"{summary['client_p95_ms']:.1f}", "+ HTTP/Serve path")
     t.add_row("requests ok / sent", f"{summary['requests_ok']} / {summary['requests_sent']}", "")
     t.add_row("failed requests", str(summary["requests_failed"]), "")
     t.add_row("re-partitions", str(summary["reconfigurations"]), "")
@@ -119,7 +128,8 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float = 20.0, 
             loop.stop()
             worker.join()
         loop.finish()
-        summary = summarise(load, loop, loop.stats.reconfigurations - first_steps)
+        summary = summarise(load, loop, loop.stats.reconfigurations - first_steps,
+                            ingress.run_p95_ms.remote().result(timeout_s=60))
         loop.log.event("end", f"demo finished: {summary['carbon_saving_pct']:.1f}% carbon saved vs base, "
                               f"{summary['requests_failed']} failed requests", summary=summary)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

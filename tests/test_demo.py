@@ -23,3 +23,12 @@ def test_short_demo_writes_summary_and_logs(tmp_path):
     assert (tmp_path / "run.log").read_text().count("interval") >= 2
     rows = read_rows(tmp_path / "emissions.csv")
     assert rows and abs(sum(float(r["emissions"]) for r in rows) * 1000 - summary["carbon_g"]) < 1e-3
+    # the user-facing latency split: the SLA bounds time on the slice; the client adds the HTTP path
+    assert 0 < summary["p95_ms"] <= summary["client_p95_ms"]
+    # `controller report` renders a real demo run directory
+    from controller.report import build_report
+
+    paths = build_report(tmp_path)
+    html = next(p for p in paths if p.suffix == ".html").read_text()
+    assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
+    assert html.count("data:image/png;base64,") >= 4 and "plan" in html.lower()
