@@ -21,17 +21,33 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="controller",
-        description="Clover controller: carbon-aware MIG partitioning and model-variant selection.",
-    )
+def make_parser(prog: str, description: str, commands: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
+    """A parser with one sub-command per entry of `commands` (name -> (module, help)).
+
+    Shared by the `controller` and `gpu-node` commands.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_) in COMMANDS.items():
+    for name, (module, help_) in commands.items():
         p = sub.add_parser(name, help=help_, description=help_)
         importlib.import_module(module).add_arguments(p)
         p.set_defaults(_module=module)
     return parser
+
+
+def dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    """Parse `argv` and run the chosen sub-command module's `run(args)`."""
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return make_parser(
+        "controller", "Clover controller: carbon-aware MIG partitioning and model-variant selection.", COMMANDS
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,12 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     # `controller --service yolo` is the documented way to start the controller.
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv = ["run", *argv]
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return 2
-    return int(importlib.import_module(args._module).run(args) or 0)
+    return dispatch(build_parser(), argv)
 
 
 if __name__ == "__main__":

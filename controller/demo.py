@@ -27,7 +27,7 @@ TRACE_DAY_S = 86400.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--service", default="yolo", help="yolo (default), efficientnet or albert")
+    parser.add_argument("--service", default="efficientnet", help="efficientnet (default), yolo or albert")
     parser.add_argument("--duration", type=parse_duration, default=120.0, help="load duration: 120s, 2m, … (default 120s)")
     parser.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     parser.add_argument("--rate", type=float, default=20.0, help="offered load in requests/s (default 20)")

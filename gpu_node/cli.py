@@ -1,13 +1,13 @@
 """`gpu-node` command line: node set-up, MIG operations and profiling.
 
 Each sub-command lives in its own module with `add_arguments(parser)` and `run(args) -> int`
-(heavy imports inside `run`).
+(heavy imports inside `run`); the parser/dispatch machinery is shared with `controller`.
 """
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
+
+from controller.cli import dispatch, make_parser
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "setup": ("gpu_node.setup_cmd", "check this node, join the Ray cluster and start the node agent"),
@@ -16,23 +16,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpu-node", description="Clover GPU node tools.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
-        importlib.import_module(module).add_arguments(p)
-        p.set_defaults(_module=module)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return 2
-    return int(importlib.import_module(args._module).run(args) or 0)
+    parser = make_parser("gpu-node", "Clover GPU node tools.", COMMANDS)
+    return dispatch(parser, list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":
