@@ -37,6 +37,9 @@ def make_parser(prog: str, description: str, commands: dict[str, tuple[str, str]
 
 def dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     """Parse `argv` and run the chosen sub-command module's `run(args)`."""
+    from controller.serve_runtime import ray_env
+
+    ray_env()  # before anything imports ray: Ray reads RAY_AUTH_MODE at import time
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()

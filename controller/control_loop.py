@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -86,6 +87,20 @@ def order_changes(changes: list[GpuChange], capacity_lost: Callable[[GpuChange],
     """Cheapest first: the GPU whose step takes the least capacity offline goes first, so the
     steps that need most headroom run when the earlier ones have already added capacity."""
     return sorted((c for c in changes if not c.is_noop), key=lambda c: (capacity_lost(c), c.gpu_id))
+
+
+RATE_WINDOW = 3  # intervals of measured load the next plan must carry
+
+
+def planning_rate(expected_rps: float, recent_rps: Sequence[float]) -> float:
+    """The rate the next plan is sized for: the peak of the last few intervals, never below
+    the operator's expected rate (`--rate`).
+
+    Capacity goes up as soon as load rises but comes down only once a whole window was
+    quieter, and a partial interval (load that started mid-interval) never shrinks it: sizing
+    to one low reading would turn the next burst away with 503s.
+    """
+    return max([expected_rps, *recent_rps])
 
 
 def enough_capacity(remaining_rps: float, rate_rps: float, headroom: float) -> bool:
@@ -171,6 +186,7 @@ class ControlLoop:
         self.replicas: dict[str, _Running] = {}  # app name -> replica
         self.plan: Plan | None = None
         self.rate_rps = settings.rate_rps
+        self._recent_rates: deque[float] = deque(maxlen=RATE_WINDOW)
         self.carbon_now = 0.0
         self._stop = threading.Event()
         self._forced: Plan | None = None
@@ -526,8 +542,9 @@ class ControlLoop:
                                    f"(base {acct.baseline_carbon_g:.3f} g), p95 on slice {traffic['p95_ms']:.1f} ms "
                                    f"(SLA {self.s.sla_ms:.1f}), at ingress {traffic.get('ingress_p95_ms', 0.0):.1f} ms",
                        ingress_p95_ms=traffic.get("ingress_p95_ms"), **rec)
-        if traffic["requests"] > 0:  # the next plan follows the measured rate
-            self.rate_rps = traffic["requests"] / dur
+        # Offered load counts the requests turned away too, or saturation would hide demand.
+        self._recent_rates.append((traffic["requests"] + traffic["failed"]) / dur)
+        self.rate_rps = planning_rate(self.s.rate_rps, self._recent_rates)
         if self.on_interval:
             self.on_interval(acct)
         return rec

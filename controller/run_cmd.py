@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="trace:NAME_OR_PATH, constant:G, electricitymaps:ZONE, watttime:REGION, uk[:REGION]")
     parser.add_argument("--lambda", dest="lam", type=float, default=0.1, help="carbon weight λ in [0, 1] (default 0.1)")
     parser.add_argument("--sla-ms", type=float, default=None, help="p95 latency SLA (default: Base's p95)")
-    parser.add_argument("--rate", type=float, default=20.0, help="expected request rate for the first plan (req/s)")
+    parser.add_argument("--rate", type=float, default=20.0,
+                        help="expected request rate (req/s): capacity is never planned below it (default 20)")
     parser.add_argument("--replan-every", type=float, default=300.0, help="seconds between re-plans (default 300)")
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="trace seconds per wall second for trace: sources (e.g. 720 = a day in 2 min)")

@@ -15,9 +15,15 @@ NODE_RESOURCE_UNITS = 1000  # each replica takes 0.01: room for far more replica
 
 
 def ray_env() -> None:
-    """Environment every Ray process of ours should see (offline models, no telemetry)."""
+    """Environment every Ray process of ours should see (offline models, no telemetry).
+
+    Ray token authentication is on by default (`RAY_AUTH_MODE=token`, the same on every node,
+    token in ~/.ray/auth_token or RAY_AUTH_TOKEN): since Ray 2.59 a cluster started with
+    `ray start` enforces it, and a client that connects by address without it is refused.
+    Export RAY_AUTH_MODE=disabled to join a cluster that runs without authentication.
+    """
     for k, v in {"RAY_USAGE_STATS_ENABLED": "0", "YOLO_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-                 "TRANSFORMERS_OFFLINE": "1"}.items():
+                 "TRANSFORMERS_OFFLINE": "1", "RAY_AUTH_MODE": "token"}.items():
         os.environ.setdefault(k, v)
 
 

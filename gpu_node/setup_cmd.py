@@ -11,6 +11,7 @@ node's replicas to it. MIG mode is only checked here; `gpu-node mig enable` chan
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import subprocess
 import sys
@@ -44,9 +45,47 @@ def ray_start_command(address: str | None, port: int, resource: str) -> list[str
     import json
 
     res = json.dumps({resource: 1000})
+    ray_cli = ray_executable()
     if address:
-        return ["ray", "start", f"--address={address}", f"--resources={res}"]
-    return ["ray", "start", "--head", f"--port={port}", f"--resources={res}", "--include-dashboard=false"]
+        return [ray_cli, "start", f"--address={address}", f"--resources={res}"]
+    return [ray_cli, "start", "--head", f"--port={port}", f"--resources={res}", "--include-dashboard=false"]
+
+
+def ray_executable() -> str:
+    """The `ray` CLI of this Python environment: the venv need not be activated (not on PATH)."""
+    import shutil
+
+    beside = Path(sys.executable).parent / "ray"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("ray")
+    if found is None:
+        raise FileNotFoundError(f"the `ray` command is not installed next to {sys.executable} nor on PATH; "
+                                "install Clover's dependencies (`make env`) in this environment")
+    return found
+
+
+def ensure_ray_token(joining: bool) -> None:
+    """Make sure a Ray auth token exists before `ray start` (Clover runs Ray with token auth).
+
+    A new head generates one (`ray get-auth-token --generate`, written to ~/.ray/auth_token,
+    never printed); a node joining a cluster must use the head's token, so it is an error to
+    have none.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "token") == "disabled":
+        return
+    default = Path.home() / ".ray" / "auth_token"
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or default.exists():
+        return
+    if joining:
+        raise ValueError(
+            f"no Ray auth token on this node: copy {default} from the head node here (same path), or set "
+            "RAY_AUTH_TOKEN to its content (`ray get-auth-token` on the head prints it)")
+    done = subprocess.run([ray_executable(), "get-auth-token", "--generate"], capture_output=True, text=True,
+                          timeout=60, check=False)  # output holds the token: never shown
+    if done.returncode != 0 or not default.exists():
+        raise ValueError(f"could not generate a Ray auth token (exit {done.returncode}); "
+                         "run `ray get-auth-token --generate` and retry")
 
 
 def bring_up_agent(cfg: Any, ray_node_id: str | None = None) -> dict[str, Any]:
@@ -104,6 +143,11 @@ def run(args: argparse.Namespace) -> int:
         print("gpu-node setup: " + "; ".join(report.problems), file=sys.stderr)
         return 2
     ray_env()
+    try:
+        ensure_ray_token(joining=bool(args.address))
+    except ValueError as exc:
+        print(f"gpu-node setup: {exc}", file=sys.stderr)
+        return 2
     cmd = ray_start_command(args.address, args.port, node_resource(name))
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     if done.returncode != 0:
