@@ -79,8 +79,13 @@ def solve_exact(problem: PlanningProblem) -> Plan:
     if not cols:
         raise InfeasibleError(_infeasible_msg(problem))
     h.addConstr(total_rate == rate)
-    value = sum((obj.power_coef * c.energy_j_per_req + obj.accuracy_coef * c.accuracy / rate) * r for c, _, r in cols)
-    h.maximize(value)
+    # With λ near 0 or 1 one term of Clover's objective is ~1e-5 of the other, and differences
+    # in it fall below HiGHS's absolute tolerances: scale so the smaller term is O(1).
+    terms = [abs(t) for c, _, _ in cols for t in (obj.power_coef * c.energy_j_per_req,
+                                                   obj.accuracy_coef * c.accuracy / rate) if t]
+    scale = min(1.0 / min(terms), 1e6) if terms else 1.0
+    h.maximize(sum(scale * (obj.power_coef * c.energy_j_per_req + obj.accuracy_coef * c.accuracy / rate) * r
+                   for c, _, r in cols))
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         raise InfeasibleError(_infeasible_msg(problem))
     sol_y = {k: int(round(h.val(v))) for k, v in y.items()}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from typing import Any
 
 from gpu_node.agent import NAMESPACE, node_resource
@@ -21,9 +22,14 @@ def ray_env() -> None:
     token in ~/.ray/auth_token or RAY_AUTH_TOKEN): since Ray 2.59 a cluster started with
     `ray start` enforces it, and a client that connects by address without it is refused.
     Export RAY_AUTH_MODE=disabled to join a cluster that runs without authentication.
+    Ray reads the mode when it is imported, so it is only set while Ray is not imported yet:
+    changing it afterwards would start clusters whose mode differs from this process's.
     """
-    for k, v in {"RAY_USAGE_STATS_ENABLED": "0", "YOLO_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-                 "TRANSFORMERS_OFFLINE": "1", "RAY_AUTH_MODE": "token"}.items():
+    defaults = {"RAY_USAGE_STATS_ENABLED": "0", "YOLO_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1"}
+    if "ray" not in sys.modules:
+        defaults["RAY_AUTH_MODE"] = "token"
+    for k, v in defaults.items():
         os.environ.setdefault(k, v)
 
 

@@ -2,7 +2,7 @@
 from dataclasses import replace
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from configs.loader import load_services
@@ -40,7 +40,7 @@ def check_plan(plan, problem):
     assert plan.predicted.p95_ms <= problem.sla_ms * (1 + 1e-6)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     service=st.sampled_from(sorted(CASES)),
     pair=st.sampled_from([(0, 2), (1, 2), (0, 1)]),
@@ -51,6 +51,8 @@ def check_plan(plan, problem):
     ci=st.floats(20.0, 800.0),
     lam=st.floats(0.0, 1.0),
 )
+# λ ≈ 0: the carbon term is 1e-5 of the accuracy term (found by hypothesis; needs objective scaling)
+@example(service="albert", pair=(1, 2), cluster=(("H100-80GB",), (1, 4)), load=0.5, ci=20.0, lam=1e-05)
 def test_exact_planner_reaches_the_oracle(service, pair, cluster, load, ci, lam):
     gpus, batches = cluster
     svc = SERVICES.get(service)
