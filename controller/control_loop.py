@@ -118,6 +118,7 @@ class LoopSettings:
     rate_rps: float  # expected request rate for the first plan (measured afterwards)
     pue: float = 1.5
     execution: str = "simulated"
+    variants: tuple[str, ...] | None = None  # variants the planner may use (None: all of the service)
     headroom: float = 1.1  # capacity kept above the measured rate while slices are down
     # While one GPU step runs (seconds), the replicas that stay up may run at a p95 of up to
     # this × SLA; never more. 1.0 is strict, but then a fully used 2-GPU plan can never change.
@@ -249,7 +250,8 @@ class ControlLoop:
 
         gpus = tuple(sorted((g.gpu_id, g.gpu_type) for g in self.gpus.values()))
         return PlanningProblem(self.service, gpus, self.perf, max(rate, self.s.min_rate_rps), self.s.sla_ms,
-                               lam=self.s.lam, carbon_intensity=ci, pue=self.s.pue, current=current)
+                               lam=self.s.lam, carbon_intensity=ci, pue=self.s.pue, current=current,
+                               variants=self.s.variants)
 
     def _rmax(self, gpu_type: str, s: SliceAssignment, sla_factor: float = 1.0) -> float:
         """Largest rate the replica carries with predicted p95 <= SLA × sla_factor."""

@@ -30,7 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--service", default="efficientnet", help="efficientnet (default), yolo or albert")
     parser.add_argument("--duration", type=parse_duration, default=120.0, help="load duration: 120s, 2m, … (default 120s)")
     parser.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    parser.add_argument("--rate", type=float, default=20.0, help="offered load in requests/s (default 20)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="offered load in requests/s (default 20; 2 with --execution real)")
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated variants the planner may use (default: all; with --execution real "
+                             "the two smallest, which run in real time on a laptop CPU)")
     parser.add_argument("--execution", choices=("simulated", "real"), default="simulated",
                         help="simulated: performance-model timing; real: run the small models on CPU")
     parser.add_argument("--lambda", dest="lam", type=float, default=0.5, help="carbon weight λ (default 0.5)")
@@ -90,10 +94,15 @@ def print_table(summary: dict[str, Any], service: str) -> None:
     Console().print(t)
 
 
-def run_demo(service: str, duration_s: float, out: Path, *, rate: float = 20.0, execution: str = "simulated",
+def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None = None, execution: str = "simulated",
              lam: float = 0.5, carbon_source: str = "trace:clover_ciso-march_49h", replan_every: float = 10.0,
-             port: int = 0, echo: bool = True) -> dict[str, Any]:
-    """Run the demo and return the summary (also written to out/summary.json)."""
+             port: int = 0, echo: bool = True, variants: str | None = None) -> dict[str, Any]:
+    """Run the demo and return the summary (also written to out/summary.json).
+
+    With `execution="real"` the replicas run the real networks on this machine's CPU, so the
+    defaults drop to what a laptop serves in real time: the service's two smallest variants at
+    2 req/s. Latency is then CPU latency, not the GPU figures the SLA is derived from.
+    """
     from controller.run_cmd import known_service, make_loop
     from controller.serve_runtime import init_ray, shutdown, start_ingress
     from gpu_node.agent import AgentConfig, start_agent
@@ -102,6 +111,9 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float = 20.0, 
     from loadgen.payloads import load_payloads
 
     svc = known_service(service)
+    if execution == "real":
+        variants = variants or ",".join(v.name for v in svc.variants[:2])
+    rate = rate if rate is not None else (2.0 if execution == "real" else 20.0)
     if out.exists():
         for name in ("run.log", "run.jsonl", "emissions.csv", "summary.json", "node-state"):
             p = out / name
@@ -115,7 +127,7 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float = 20.0, 
         ingress = start_ingress(service, port=port)
         args = argparse.Namespace(service=service, carbon_source=carbon_source, time_scale=TRACE_DAY_S / duration_s,
                                   lam=lam, sla_ms=None, replan_every=replan_every, rate=rate, pue=1.5,
-                                  execution=execution, echo=echo)
+                                  execution=execution, echo=echo, variants=variants)
         loop = make_loop(args, {DEMO_NODE: agent}, ingress, out)
         loop.start()  # first deployment, before any load
         first_steps = loop.stats.reconfigurations
@@ -142,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = run_demo(args.service, args.duration, Path(args.out), rate=args.rate, execution=args.execution,
                            lam=args.lam, carbon_source=args.carbon_source, replan_every=args.replan_every,
-                           port=args.port)
+                           port=args.port, variants=args.variants)
     except ValueError as exc:
         print(f"controller demo: {exc}", file=sys.stderr)
         return 2

@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pue", type=float, default=1.5)
     parser.add_argument("--execution", choices=("simulated", "real"), default="simulated",
                         help="simulated: service time/energy from the performance model; real: run the models")
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated variants the planner may use (default: all of the service)")
     parser.add_argument("--run-dir", default="runs/controller", help="where run.log, run.jsonl, emissions.csv go")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000)
@@ -46,6 +48,19 @@ def known_service(name: str) -> Any:
         raise ValueError(str(exc.args[0])) from None
 
 
+def allowed_variants(service: Any, spec: str | None) -> tuple[str, ...] | None:
+    """`--variants b0,b1` checked against the service, or a ValueError naming the known ones."""
+    if not spec:
+        return None
+    names = tuple(v.strip() for v in spec.split(",") if v.strip())
+    known = [v.name for v in service.variants]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(f"--variants {spec!r}: {', '.join(unknown) or 'none given'} not variants of "
+                         f"{service.name!r}; known: {', '.join(known)}")
+    return names
+
+
 def make_loop(args: argparse.Namespace, agents: dict[str, Any], ingress: Any, run_dir: Path) -> Any:
     """The control loop with its run log, carbon source and emissions.csv (shared with the demo)."""
     from controller.carbon.spec import make_source
@@ -56,7 +71,8 @@ def make_loop(args: argparse.Namespace, agents: dict[str, Any], ingress: Any, ru
     carbon = make_source(args.carbon_source, time_scale=args.time_scale)
     runlog = RunLog(run_dir, echo=getattr(args, "echo", True))
     settings = LoopSettings(args.service, args.lam, args.sla_ms, args.replan_every, args.rate, pue=args.pue,
-                            execution=args.execution)
+                            execution=args.execution,
+                            variants=allowed_variants(known_service(args.service), getattr(args, "variants", None)))
     loop = ControlLoop(settings, runlog=runlog, carbon=carbon, agents=agents, ingress=ingress)
     gpu_types = sorted({g.gpu_type for g in loop.gpus.values()})
     csv = EmissionsCsv(run_dir / "emissions.csv", project_name=f"clover-{args.service}", run_id=run_dir.name,

@@ -32,3 +32,13 @@ def test_short_demo_writes_summary_and_logs(tmp_path):
     html = next(p for p in paths if p.suffix == ".html").read_text()
     assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
     assert html.count("data:image/png;base64,") >= 4 and "plan" in html.lower()
+
+
+def test_real_execution_serves_the_small_variants_on_cpu(tmp_path):
+    """`controller demo --execution real`: real EfficientNet forward passes in the replicas."""
+    summary = run_demo("efficientnet", 15.0, tmp_path, execution="real", replan_every=5.0, echo=False)
+    assert summary["requests_sent"] >= 10 and summary["requests_ok"] == summary["requests_sent"]
+    plans = [e for e in read_events(tmp_path) if e["kind"] == "plan"]
+    used = {s["variant"] for e in plans for g in e["plan"]["gpus"] for s in g["slices"] if s["variant"]}
+    assert used and used <= {"b0", "b1"}  # the two smallest, which run in real time on a CPU
+    assert 76.0 < summary["accuracy"] < 79.0
