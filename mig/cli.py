@@ -129,7 +129,12 @@ def _apply(args: argparse.Namespace) -> int:
     if not info.gpu_type:
         raise MigError(f"GPU {args.gpu} ({info.name}) is not in configs/gpus.yaml; add its MIG profiles first")
     target = parse_layout(args.layout, info.gpu_type)
-    plan = plan_repartition(backend.list_instances(args.gpu), target)
+    if not info.mig_enabled:
+        hint = f"MIG is disabled on GPU {args.gpu}: run `gpu-node mig enable --gpu {args.gpu} --yes` first"
+        if not args.dry_run:
+            raise MigError(hint)
+        print(f"note: {hint}")
+    plan = plan_repartition(backend.list_instances(args.gpu) if info.mig_enabled else [], target)
     print(f"GPU {args.gpu} ({info.gpu_type}) -> {format_layout(target) or '(empty)'}")
     print(f"  keep    {format_layout(plan.keep) or '-'}")
     print(f"  destroy {format_layout(_placements(plan.destroy)) or '-'}")

@@ -34,7 +34,10 @@ def test_enable_apply_list_on_the_simulated_backend(tmp_path, capsys):
     assert main(["mig", "enable", "--gpu", "1", "--disable", "--yes", *sim]) == 0
     assert "Disabled MIG Mode for GPU" in capsys.readouterr().out
     assert main(["mig", "apply", "--gpu", "1", "--layout", "3g@0", "--state", state]) == 1
-    assert "No MIG-enabled devices found" in capsys.readouterr().err
+    assert "MIG is disabled on GPU 1: run `gpu-node mig enable --gpu 1 --yes` first" in capsys.readouterr().err
+    assert main(["mig", "apply", "--gpu", "1", "--layout", "3g@0", "--dry-run", "--state", state]) == 0
+    out = capsys.readouterr().out
+    assert "note: MIG is disabled on GPU 1" in out and "create  3g.40gb@0" in out
 
     assert main(["mig", "apply", "--gpu", "0", "--layout", "3g.40gb@0,3g.40gb@4", "--state", state]) == 0
     assert "done: 2 operations" in capsys.readouterr().out
