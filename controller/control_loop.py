@@ -288,7 +288,7 @@ class ControlLoop:
         """Deploy and warm replicas (share 0) and register them with the router."""
         import ray
 
-        from controller.replica import deploy_replicas
+        from controller.replica import deploy_replicas, stop_replicas
         from controller.router import queue_bound
 
         if not slices:
@@ -298,17 +298,21 @@ class ControlLoop:
             self.log.event("replica", f"{sp.app_name} starting", gpu=gpu_id, slice=sp.slice_id,
                            variant=sp.variant, state="starting")
         deploy_replicas(specs, timeout_s=self.s.replica_timeout_s)
-        routes = []
         h = self.gpus[gpu_id]
+        routes = [{"name": sp.app_name, "variant": sp.variant,
+                   "max_queue": queue_bound(self.perf.throughput_rps(sp.variant_key, sp.gpu_type, sp.compute_slices,
+                                                                     sp.batch), self.s.sla_ms, sp.batch)}
+                  for sp in specs]
+        try:
+            self._ingress("add_routes", routes)  # the router knows them before the loop counts on them
+        except Exception:
+            stop_replicas([sp.app_name for sp in specs])
+            raise
         for sp, s in zip(specs, slices):
             self.replicas[sp.app_name] = _Running(sp, s, gpu_id)
-            tput = self.perf.throughput_rps(sp.variant_key, sp.gpu_type, sp.compute_slices, sp.batch)
-            routes.append({"name": sp.app_name, "variant": sp.variant,
-                           "max_queue": queue_bound(tput, self.s.sla_ms, sp.batch)})
             ray.get(self.agents[h.node].mark_in_use.remote(h.index, sp.gi_id, "clover"), timeout=30)
             self.log.event("replica", f"{sp.app_name} up", gpu=gpu_id, slice=sp.slice_id, variant=sp.variant,
                            state="up")
-        self._ingress("add_routes", routes)
         return [sp.app_name for sp in specs]
 
     def _stop_replicas(self, names: list[str]) -> None:
@@ -354,6 +358,8 @@ class ControlLoop:
         shares = route(self._problem(self.rate_rps, self.carbon_now), reps, self.carbon_now)
         if shares is None or sum(shares) <= 0:
             shares = [self._rmax(t, s) for t, s in reps]
+        if sum(shares) <= 0:  # no replica meets the SLA at any rate: spread evenly
+            shares = [1.0] * len(serving)
         total = sum(shares)
         table = {n: float(x) / total for n, x in zip(serving, shares)}
         if table == self._last_shares:
@@ -474,7 +480,7 @@ class ControlLoop:
             return ()
 
     def replan(self) -> None:
-        from controller.planner import solve
+        from controller.planner import InfeasibleError, solve
 
         if not self.gpus:
             self.log.event("error", "no GPU left to plan for", where="replan", error="no gpus")
@@ -484,7 +490,12 @@ class ControlLoop:
         problem = self._problem(self.rate_rps * self.s.headroom, self.carbon_now, self.plan)
         if self.s.forecast_hours and self.plan is not None:
             problem = problem.with_(forecast=self._forecast())
-        target = forced or solve(problem)
+        try:
+            target = forced or solve(problem)
+        except InfeasibleError as exc:
+            self.log.event("error", f"no plan meets the SLA, keeping the current one: {exc}", where="replan",
+                           error=str(exc))
+            return
         solve_ms = (time.perf_counter() - t0) * 1000.0
         target = Plan(target.service, tuple(g for g in target.gpus if g.gpu_id in self.gpus), target.rate_rps,
                       target.carbon_intensity, target.predicted, target.solve_ms)
@@ -556,7 +567,11 @@ class ControlLoop:
         import ray
 
         self._ingress("take_interval")
-        ray.get([a.interval_energy.remote() for a in self.agents.values()], timeout=30)
+        for node, agent in list(self.agents.items()):
+            try:
+                ray.get(agent.interval_energy.remote(), timeout=30)
+            except Exception as exc:  # noqa: BLE001 - a dead agent: same handling as during accounting
+                self._lose_node(node, f"energy read failed: {exc}")
 
     def publish_status(self) -> None:
         t = self.accountant.totals()
@@ -605,7 +620,12 @@ class ControlLoop:
                 break
             if self._stop.wait(max(0.0, next_t - time.monotonic())):
                 break
-            self.tick()
+            try:
+                self.tick()
+            except Exception as exc:  # noqa: BLE001 - one bad tick (carbon API, timeout) must not stop serving
+                log.exception("control-loop tick failed")
+                self.log.event("error", f"tick failed, serving on the current plan: {type(exc).__name__}: {exc}",
+                               where="tick", error=str(exc))
 
     def stop(self) -> None:
         self._stop.set()

@@ -57,7 +57,9 @@ class ReplicaSpec:
 
     @property
     def app_name(self) -> str:
-        profile = self.profile.split(".")[0]  # "4g.40gb" -> "4g"; with the start it names the slice
+        # "4g.40gb" -> "4g40gb", "1g.10gb+me" -> "1g10gbme": with the start it names the slice
+        # uniquely (1g.10gb and 1g.20gb may both start at slot 0)
+        profile = self.profile.replace(".", "").replace("+", "")
         return f"replica-{self.node}-g{self.gpu}-{profile}s{self.start}-{self.variant}-b{self.batch}"
 
     @property
@@ -132,6 +134,10 @@ class SliceReplica:
     async def _run_batch(self, payloads: list[bytes]) -> list[dict[str, Any]]:
         """One batch on the slice; Serve runs one batch at a time per replica, like a GPU queue."""
         t0 = time.perf_counter()
+        agent = self._agent_handle()
+        if agent is not None:  # fire-and-forget, as the batch starts: the device's busy interval begins now
+            agent.record_batch.remote(self.spec.gpu, self.spec.compute_slices, self.spec.variant_key,
+                                      len(payloads), self.spec.slice_id)
         if self._runner is not None:
             results = await asyncio.to_thread(self._infer_real, payloads)
         else:
@@ -139,10 +145,6 @@ class SliceReplica:
                 self.spec.variant_key, self.spec.gpu_type, self.spec.compute_slices, len(payloads)) / 1000.0
             await asyncio.sleep(seconds)
             results = [{"ok": True} for _ in payloads]
-        agent = self._agent_handle()
-        if agent is not None:  # fire-and-forget: energy bookkeeping never delays a response
-            agent.record_batch.remote(self.spec.gpu, self.spec.compute_slices, self.spec.variant_key,
-                                      len(payloads), self.spec.slice_id)
         service_ms = (time.perf_counter() - t0) * 1000.0
         self._served += len(payloads)
         for r in results:
@@ -241,9 +243,13 @@ def deploy_replicas(specs: list[ReplicaSpec], timeout_s: float = 120.0) -> None:
     if not specs:
         return
     check_placeable(specs)
-    serve.run_many([RunTarget(replica_app(s), name=s.app_name, route_prefix=None) for s in specs],
-                   wait_for_applications_running=False)
-    wait_apps([s.app_name for s in specs], timeout_s)
+    try:
+        serve.run_many([RunTarget(replica_app(s), name=s.app_name, route_prefix=None) for s in specs],
+                       wait_for_applications_running=False)
+        wait_apps([s.app_name for s in specs], timeout_s)
+    except Exception:
+        stop_replicas([s.app_name for s in specs])  # none may linger on a slice the rollback frees
+        raise
 
 
 def wait_apps(names: list[str], timeout_s: float) -> None:

@@ -92,6 +92,9 @@ class NodeAgent:
     def gpu_id(self, index: int) -> str:
         return f"{self.cfg.node}/gpu{index}"
 
+    def _gpu_ids(self) -> set[str]:
+        return {self.gpu_id(g.index) for g in self.backend.list_gpus()}
+
     # -- inspection --------------------------------------------------------------------------
     def ping(self) -> str:
         return self.cfg.node
@@ -167,7 +170,10 @@ class NodeAgent:
             self._busy_seen[(gpu, sid)] = now
             if now > seen:
                 busy.setdefault(self.gpu_id(gpu), {})[sid] = now - seen
-        return {"energy_j": dict(m.energy_j), "busy_s": busy, "duration_s": m.duration_s,
+        # the simulated meter is keyed by our GPU ids already; NVML's by "gpu<index>"
+        energy = {k if k in self._gpu_ids() else self.gpu_id(int(k.removeprefix("gpu"))): v
+                  for k, v in m.energy_j.items()}
+        return {"energy_j": energy, "busy_s": busy, "duration_s": m.duration_s,
                 "estimated": m.estimated, "notes": list(m.notes), "source": m.source}
 
 
