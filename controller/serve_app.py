@@ -43,6 +43,17 @@ class ConfigChange(BaseModel):
     sla_ms: float | None = Field(default=None, gt=0.0)
 
 
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it grows past `limit` bytes (never buffered whole)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -79,9 +90,9 @@ class Ingress:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self._max_body:
             return _json_error(413, f"request body of {declared} bytes is over the {self._max_body}-byte limit")
-        body = await request.body()
-        if len(body) > self._max_body:
-            return _json_error(413, f"request body of {len(body)} bytes is over the {self._max_body}-byte limit")
+        body = await _read_limited(request, self._max_body)
+        if body is None:  # a chunked body has no Content-Length: stopped while streaming
+            return _json_error(413, f"request body is over the {self._max_body}-byte limit")
         if not body:
             return _json_error(400, "empty request body: send image bytes (yolo, efficientnet) "
                                     'or {"question": ..., "context": ...} JSON (albert)')
@@ -141,8 +152,8 @@ class Ingress:
         return None
 
     async def _json_body(self, request: Request) -> Any:
-        body = await request.body()
-        if len(body) > 1024 * 1024:
+        body = await _read_limited(request, 1024 * 1024)
+        if body is None:
             raise ValueError("body over 1 MiB")
         import json
 
@@ -176,11 +187,22 @@ class Ingress:
         from mig.errors import MigError
         from mig.placement import validate_layout
 
+        from configs import load_services
+
+        service = load_services().get(self.service)
         for g in plan.gpus:
             try:
                 validate_layout(g.gpu_type, g.layout)
             except (MigError, KeyError) as exc:
                 return _json_error(422, f"{g.gpu_id}: invalid MIG layout: {exc}")
+            for s in g.slices:
+                if s.batch < 1:
+                    return _json_error(422, f"{g.gpu_id}: batch must be >= 1, got {s.batch}")
+                if s.variant is not None:
+                    try:
+                        service.variant(s.variant)
+                    except KeyError as exc:
+                        return _json_error(422, f"{g.gpu_id}: {exc.args[0]}")
         self._commands.append({"kind": "plan", "plan": plan.to_json()})
         return JSONResponse({"accepted": "plan", "applied": "at the next control-loop tick"})
 

@@ -155,6 +155,13 @@ def test_oversized_body_gets_413(stack):
     r = httpx.post(stack["url"] + "/v1/infer", content=b"x" * (10 * 1024 * 1024 + 1), timeout=60)
     assert r.status_code == 413 and "limit" in r.json()["error"]
 
+    def chunks():  # chunked transfer: no Content-Length, so the limit applies while streaming
+        for _ in range(11):
+            yield b"x" * (1024 * 1024)
+
+    r = httpx.post(stack["url"] + "/v1/infer", content=chunks(), timeout=60)
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+
 
 def test_state_changing_endpoints_need_the_bearer_token(stack):
     url = stack["url"] + "/v1/config"
@@ -210,6 +217,10 @@ def test_forced_plan_needs_token_and_is_validated(stack):
     assert httpx.post(url, json={**plan, "service": "albert"}, headers=auth).status_code == 422
     r = httpx.post(url, json=_plan_with_bad_node0_layout(stack["loop"]).to_json(), headers=auth)
     assert r.status_code == 422 and "invalid MIG layout" in r.json()["error"]
+    bad_variant = {**plan, "gpus": [{**g, "slices": [{**sl, "variant": "no-such-model"} for sl in g["slices"]]}
+                                    for g in plan["gpus"]]}
+    r = httpx.post(url, json=bad_variant, headers=auth)
+    assert r.status_code == 422 and "unknown variant 'no-such-model'" in r.json()["error"]
 
 
 def test_failed_step_rolls_back_to_a_serving_state(stack):
