@@ -289,7 +289,6 @@ class ControlLoop:
         import ray
 
         from controller.replica import deploy_replicas, stop_replicas
-        from controller.router import queue_bound
 
         if not slices:
             return []
@@ -299,10 +298,7 @@ class ControlLoop:
                            variant=sp.variant, state="starting")
         deploy_replicas(specs, timeout_s=self.s.replica_timeout_s)
         h = self.gpus[gpu_id]
-        routes = [{"name": sp.app_name, "variant": sp.variant,
-                   "max_queue": queue_bound(self.perf.throughput_rps(sp.variant_key, sp.gpu_type, sp.compute_slices,
-                                                                     sp.batch), self.s.sla_ms, sp.batch)}
-                  for sp in specs]
+        routes = [{"name": sp.app_name, "variant": sp.variant, "max_queue": self._queue_bound(sp)} for sp in specs]
         try:
             self._ingress("add_routes", routes)  # the router knows them before the loop counts on them
         except Exception:
@@ -314,6 +310,13 @@ class ControlLoop:
             self.log.event("replica", f"{sp.app_name} up", gpu=gpu_id, slice=sp.slice_id, variant=sp.variant,
                            state="up")
         return [sp.app_name for sp in specs]
+
+    def _queue_bound(self, spec: Any) -> int:
+        """Requests a replica may hold before a new one would miss the SLA (router admission)."""
+        from controller.router import queue_bound
+
+        tput = self.perf.throughput_rps(spec.variant_key, spec.gpu_type, spec.compute_slices, spec.batch)
+        return queue_bound(tput, self.s.sla_ms, spec.batch)
 
     def _stop_replicas(self, names: list[str]) -> None:
         """Drain (no new traffic, wait for in-flight) and delete replicas; release their slices."""
@@ -589,7 +592,9 @@ class ControlLoop:
         for cmd in self._ingress("take_commands"):
             if cmd["kind"] == "config":
                 self.s.lam = cmd.get("lam", self.s.lam)
-                self.s.sla_ms = cmd.get("sla_ms", self.s.sla_ms)
+                if cmd.get("sla_ms", self.s.sla_ms) != self.s.sla_ms:
+                    self.s.sla_ms = cmd["sla_ms"]  # admission follows the new SLA at once
+                    self._ingress("set_bounds", {n: self._queue_bound(r.spec) for n, r in self.replicas.items()})
                 self.log.event("config", f"λ={self.s.lam}, SLA {self.s.sla_ms} ms (from POST /v1/config)",
                                lam=self.s.lam, sla_ms=self.s.sla_ms)
             elif cmd["kind"] == "plan":

@@ -57,6 +57,12 @@ class Router:
         old = self._routes.get(name)
         self._routes[name] = Route(name, variant, max_queue, inflight=old.inflight if old else 0)
 
+    def set_bounds(self, bounds: dict[str, int]) -> None:
+        """New queue bounds (the SLA changed), keeping shares and in-flight counts."""
+        for name, bound in bounds.items():
+            if name in self._routes:
+                self._routes[name].max_queue = max(1, int(bound))
+
     def set_shares(self, shares: dict[str, float]) -> None:
         """Replace all shares; replicas not named get share 0. Shares are normalised."""
         unknown = set(shares) - set(self._routes)

@@ -219,6 +219,9 @@ class Ingress:
     def set_shares(self, shares: dict[str, float]) -> None:
         self.router.set_shares(shares)
 
+    def set_bounds(self, bounds: dict[str, int]) -> None:
+        self.router.set_bounds(bounds)
+
     def drain(self, names: list[str]) -> None:
         for n in names:
             self.router.drain(n)

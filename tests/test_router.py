@@ -85,3 +85,15 @@ def test_bad_configuration_is_rejected_with_names():
 def test_queue_bound_follows_sla_and_batch():
     assert queue_bound(100.0, 200.0, 1) == 20  # 100 req/s × 0.2 s
     assert queue_bound(1.0, 100.0, 8) == 32  # never below four batches
+
+
+def test_new_queue_bounds_keep_shares_and_inflight():
+    """An SLA change (POST /v1/config) re-bounds admission without dropping the routes' traffic."""
+    r = Router()
+    r.add("a", "b0", 2)
+    r.set_shares({"a": 1.0})
+    assert r.acquire() is not None and r.acquire() is not None
+    assert r.acquire() is None  # bound 2 reached
+    r.set_bounds({"a": 3, "unknown": 9})
+    assert r.acquire() is not None  # same share, same in-flight count, one more admitted
+    assert r.acquire() is None

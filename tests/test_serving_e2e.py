@@ -172,6 +172,16 @@ def test_state_changing_endpoints_need_the_bearer_token(stack):
     assert httpx.post(url, json={"lambda": 0.3}, headers=auth).status_code == 200
     stack["loop"].handle_commands()
     assert stack["loop"].s.lam == 0.3
+    # an SLA change re-bounds the router's queues at once (admission follows the new SLA)
+    loop, sla = stack["loop"], stack["loop"].s.sla_ms
+    bounds = {r["name"]: r["max_queue"] for r in loop.ingress.routes.remote().result()}
+    assert httpx.post(url, json={"sla_ms": sla * 20}, headers=auth).status_code == 200
+    loop.handle_commands()
+    wider = {r["name"]: r["max_queue"] for r in loop.ingress.routes.remote().result()}
+    assert wider.keys() == bounds.keys() and all(wider[n] > bounds[n] for n in bounds)
+    assert httpx.post(url, json={"sla_ms": sla}, headers=auth).status_code == 200
+    loop.handle_commands()
+    assert {r["name"]: r["max_queue"] for r in loop.ingress.routes.remote().result()} == bounds
     assert TOKEN not in (stack["run_dir"] / "run.log").read_text()
     metrics = httpx.get(stack["url"] + "/metrics").text
     assert 'clover_carbon_total_grams_total{service="yolo"}' in metrics
