@@ -207,6 +207,9 @@ class Ingress:
         return JSONResponse({"accepted": "plan", "applied": "at the next control-loop tick"})
 
     # -- control plane (called by the control loop through the handle) ---------------------------
+    # All async, so Serve runs them on the replica's event loop, between requests: a sync method
+    # would run in a thread pool and race the request handlers on the router and the counters
+    # (take_interval lost requests that way).
     async def add_routes(self, routes: list[dict[str, Any]]) -> None:
         """Register new replicas (share 0). Their handles are fetched and warmed here, off the
         request path: `get_app_handle` blocks, and a handle's first call sets up its router."""
@@ -216,35 +219,38 @@ class Ingress:
             self._handles[r["name"]] = h
             self.router.add(r["name"], r["variant"], int(r["max_queue"]))
 
-    def set_shares(self, shares: dict[str, float]) -> None:
+    async def set_shares(self, shares: dict[str, float]) -> None:
         self.router.set_shares(shares)
 
-    def set_bounds(self, bounds: dict[str, int]) -> None:
+    async def set_bounds(self, bounds: dict[str, int]) -> None:
         self.router.set_bounds(bounds)
 
-    def drain(self, names: list[str]) -> None:
+    async def drain(self, names: list[str]) -> None:
         for n in names:
             self.router.drain(n)
 
-    def inflight(self, names: list[str]) -> int:
+    async def inflight(self, names: list[str]) -> int:
+        return self._inflight(names)
+
+    def _inflight(self, names: list[str]) -> int:
         return sum(self.router.inflight(n) for n in names)
 
     async def wait_drained(self, names: list[str], timeout_s: float) -> int:
         """Wait until no request is in flight on `names`; returns what is still in flight."""
         deadline = time.monotonic() + timeout_s
-        while (left := self.inflight(names)) and time.monotonic() < deadline:
+        while (left := self._inflight(names)) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         return left
 
-    def remove_routes(self, names: list[str]) -> None:
+    async def remove_routes(self, names: list[str]) -> None:
         for n in names:
             self.router.remove(n)
             self._handles.pop(n, None)
 
-    def routes(self) -> list[dict[str, Any]]:
+    async def routes(self) -> list[dict[str, Any]]:
         return self.router.snapshot()
 
-    def take_interval(self) -> dict[str, Any]:
+    async def take_interval(self) -> dict[str, Any]:
         """Requests, failures, per-variant counts and p95 since the previous call."""
         lat = self._lat_ms
         out = {
@@ -260,15 +266,15 @@ class Ingress:
         self._reset_interval()
         return out
 
-    def run_p95_ms(self) -> float:
+    async def run_p95_ms(self) -> float:
         """p95 over the whole run of the time requests spent on their slice (SLA-bounded)."""
         return float(np.percentile(self._run_replica_ms, 95)) if self._run_replica_ms else 0.0
 
-    def set_status(self, status: dict[str, Any], metrics_text: str = "") -> None:
+    async def set_status(self, status: dict[str, Any], metrics_text: str = "") -> None:
         self._status = {"service": self.service, **status}
         self._metrics_text = metrics_text
 
-    def take_commands(self) -> list[dict[str, Any]]:
+    async def take_commands(self) -> list[dict[str, Any]]:
         cmds, self._commands = self._commands, []
         return cmds
 
