@@ -31,7 +31,7 @@ from configs.loader import load_services  # noqa: E402
 from controller.baselines.oracle import OracleTooLarge, solve_oracle  # noqa: E402
 from controller.carbon.trace import load_trace  # noqa: E402
 from controller.planner import solve_exact  # noqa: E402
-from controller.planning_model import PlanningProblem, base_p95_ms, column_of  # noqa: E402
+from controller.planning_model import PlanningProblem, base_p95_ms, replica_loads  # noqa: E402
 from controller.queueing import p95_ms  # noqa: E402
 from controller.replay import SimConfig, default_rate_rps, replica_p95_sim, run_policies  # noqa: E402
 from models.performance import PerformanceModel  # noqa: E402
@@ -46,11 +46,7 @@ GPUS = (("gpu0", "H100-80GB"), ("gpu1", "H100-80GB"))
 def queueing_error(problem: PlanningProblem, plan, seed: int) -> float:
     rng = np.random.default_rng(seed)
     worst = 0.0
-    for g, s in plan.replicas():
-        rate = s.share * problem.rate_rps
-        if rate <= 0:
-            continue
-        col = column_of(problem, g.gpu_type, s)
+    for _, rate, col in replica_loads(plan, problem):
         sim = replica_p95_sim(rate, col.service_ms, 600.0, rng)
         worst = max(worst, abs(p95_ms(rate, col.service_ms) - sim) / sim)
     return worst

@@ -11,6 +11,7 @@ A GPU always draws its idle power (a GPU cannot be switched off from here; an em
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
@@ -208,17 +209,21 @@ def _slices_of_profile(gpu_type: str, profile: str) -> int:
     return load_gpu_catalog().get(gpu_type).profile(profile).compute_slices
 
 
+def replica_loads(plan: Plan, problem: PlanningProblem) -> Iterator[tuple[SliceAssignment, float, Column]]:
+    """Each replica that receives traffic: its slice, its rate (req/s) and its column."""
+    for g, s in plan.replicas():
+        rate = s.share * problem.rate_rps
+        if rate > 0:
+            yield s, rate, column_of(problem, g.gpu_type, s)
+
+
 def predict(plan: Plan, problem: PlanningProblem, carbon_intensity: float | None = None) -> Prediction:
     """Power, carbon, accuracy, worst replica p95 and objective of a plan under the model."""
     obj = objective_for(problem, carbon_intensity)
     power = sum(problem.perf.idle_power_w(g.gpu_type) for g in plan.gpus)
     acc = 0.0
     worst = 0.0
-    for g, s in plan.replicas():
-        rate = s.share * problem.rate_rps
-        if rate <= 0:
-            continue
-        col = column_of(problem, g.gpu_type, s)
+    for s, rate, col in replica_loads(plan, problem):
         power += rate * col.energy_j_per_req
         acc += s.share * col.accuracy
         worst = max(worst, p95_ms(rate, col.service_ms, problem.sla_ms))
