@@ -13,7 +13,12 @@ from statistics import median
 
 from configs.loader import profile_paths
 from models.performance import PerformanceModel
-from models.performance_validation import PointError, in_sample, leave_one_out, summarize
+from models.performance_validation import (
+    PointError,
+    in_sample,
+    leave_one_out,
+    summarize,
+)
 from models.profile_points import load_points
 
 REPO = Path(__file__).resolve().parent.parent

@@ -20,8 +20,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from configs.loader import load_services  # noqa: E402
-from controller.planner import solve  # noqa: E402
-from controller.planning_model import PlanningProblem, base_p95_ms, columns  # noqa: E402
+from controller.planning.model import PlanningProblem, base_p95_ms, columns  # noqa: E402
+from controller.planning.planner import solve  # noqa: E402
 from models.performance import PerformanceModel  # noqa: E402
 
 CLUSTERS = {

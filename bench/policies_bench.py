@@ -28,12 +28,17 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from configs.loader import load_services  # noqa: E402
-from controller.baselines.oracle import OracleTooLarge, solve_oracle  # noqa: E402
 from controller.carbon.trace import load_trace  # noqa: E402
-from controller.planner import solve_exact  # noqa: E402
-from controller.planning_model import PlanningProblem, base_p95_ms, replica_loads  # noqa: E402
-from controller.queueing import p95_ms  # noqa: E402
-from controller.replay import SimConfig, default_rate_rps, replica_p95_sim, run_policies  # noqa: E402
+from controller.planning.model import PlanningProblem, base_p95_ms, replica_loads  # noqa: E402
+from controller.planning.planner import solve_exact  # noqa: E402
+from controller.planning.policies.oracle import OracleTooLarge, solve_oracle  # noqa: E402
+from controller.planning.queueing import p95_ms  # noqa: E402
+from controller.planning.replay import (  # noqa: E402
+    SimConfig,
+    default_rate_rps,
+    replica_p95_sim,
+    run_policies,
+)
 from models.performance import PerformanceModel  # noqa: E402
 
 CLOVER_TRACES = ["clover_ciso-march_49h", "clover_ciso-sep_49h", "clover_gb-eso-march_49h"]

@@ -105,17 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=8.0)
     args = ap.parse_args(argv)
 
-    import ray
     from ray import serve
     from rich.console import Console
     from rich.table import Table
 
+    from controller.accounting.runlog import RunLog, read_events
     from controller.carbon.spec import make_source
-    from controller.control_loop import ControlLoop, LoopSettings
     from controller.demo import free_port
-    from controller.plan import GpuPlan, Plan, SliceAssignment
-    from controller.runlog import RunLog, read_events
-    from controller.serve_runtime import init_ray, shutdown, start_ingress
+    from controller.loop.control_loop import ControlLoop, LoopSettings
+    from controller.planning.plan import GpuPlan, Plan, SliceAssignment
+    from controller.serving.runtime import init_ray, shutdown, start_ingress
     from gpu_node.agent import AgentConfig, start_agent
     from loadgen.payloads import load_payloads
     from mig.types import Placement

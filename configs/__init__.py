@@ -4,8 +4,8 @@
 files. Import the loader functions from here.
 """
 from configs.loader import (
-    ConfigError,
     CONFIG_DIR,
+    ConfigError,
     load_gpu_catalog,
     load_services,
     profile_paths,

@@ -8,43 +8,18 @@ inside `run` so that `--help` stays fast.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+
+from configs.cli import dispatch, make_parser
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("controller.run_cmd", "run the controller: deploy the Serve app and the carbon-aware control loop"),
+    "run": ("controller.loop.run_cmd", "run the controller: deploy the Serve app and the carbon-aware control loop"),
     "demo": ("controller.demo", "controller + simulated 2-GPU node + load generator on this machine"),
-    "simulate": ("controller.simulate_cmd", "replay a carbon trace through policies on the performance model"),
+    "simulate": ("controller.planning.simulate_cmd", "replay a carbon trace through policies on the performance model"),
     "carbon": ("controller.carbon.cli", "print the current carbon intensity from a source"),
-    "report": ("controller.report", "render plots and an HTML page from a run directory"),
+    "report": ("controller.accounting.report", "render plots and an HTML page from a run directory"),
 }
-
-
-def make_parser(prog: str, description: str, commands: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
-    """A parser with one sub-command per entry of `commands` (name -> (module, help)).
-
-    Shared by the `controller` and `gpu-node` commands.
-    """
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_) in commands.items():
-        p = sub.add_parser(name, help=help_, description=help_)
-        importlib.import_module(module).add_arguments(p)
-        p.set_defaults(_module=module)
-    return parser
-
-
-def dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
-    """Parse `argv` and run the chosen sub-command module's `run(args)`."""
-    from controller.serve_runtime import ray_env
-
-    ray_env()  # before anything imports ray: Ray reads RAY_AUTH_MODE at import time
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return 2
-    return int(importlib.import_module(args._module).run(args) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -103,8 +103,8 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
     defaults drop to what a laptop serves in real time: the service's two smallest variants at
     2 req/s. Latency is then CPU latency, not the GPU figures the SLA is derived from.
     """
-    from controller.run_cmd import known_service, make_loop
-    from controller.serve_runtime import init_ray, shutdown, start_ingress
+    from controller.loop.run_cmd import known_service, make_loop
+    from controller.serving.runtime import init_ray, shutdown, start_ingress
     from gpu_node.agent import AgentConfig, start_agent
     from loadgen.arrivals import RateTrace
     from loadgen.generator import run_load_sync

@@ -19,18 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from configs.cluster import AGENT_PREFIX, NAMESPACE, agent_name, node_resource
 from mig.types import GpuInstance, Placement, canonical
-
-NAMESPACE = "clover"
-
-
-def agent_name(node: str) -> str:
-    return f"clover-agent-{node}"
-
-
-def node_resource(node: str) -> str:
-    """The custom Ray resource a GPU node advertises; replicas request a sliver of it to land there."""
-    return f"clover_node_{node}"
 
 
 @dataclass(frozen=True)
@@ -206,6 +196,6 @@ def find_agents() -> dict[str, Any]:
 
     out = {}
     for a in ray.util.list_named_actors(all_namespaces=True):
-        if a["namespace"] == NAMESPACE and a["name"].startswith("clover-agent-"):
-            out[a["name"].removeprefix("clover-agent-")] = ray.get_actor(a["name"], namespace=NAMESPACE)
+        if a["namespace"] == NAMESPACE and a["name"].startswith(AGENT_PREFIX):
+            out[a["name"].removeprefix(AGENT_PREFIX)] = ray.get_actor(a["name"], namespace=NAMESPACE)
     return out

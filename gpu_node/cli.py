@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from controller.cli import dispatch, make_parser
+from configs.cli import dispatch, make_parser
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "setup": ("gpu_node.setup_cmd", "check this node, join the Ray cluster and start the node agent"),

@@ -47,9 +47,20 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
     from rich.logging import RichHandler
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
-    from gpu_node.profiler import ProfileRequest, profile, request_dtypes, selected_specs
+    from gpu_node.profiler import (
+        ProfileRequest,
+        profile,
+        request_dtypes,
+        selected_specs,
+    )
 
     console = Console(stderr=True)
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console)])

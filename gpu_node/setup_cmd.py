@@ -116,8 +116,8 @@ def print_summary(info: dict[str, Any], address: str, warnings: list[str]) -> No
 
 
 def run(args: argparse.Namespace) -> int:
-    from controller.serve_runtime import check_address, ray_env
-    from gpu_node.agent import AgentConfig, node_resource
+    from configs.cluster import check_address, node_resource, ray_env
+    from gpu_node.agent import AgentConfig
     from gpu_node.node_check import check_nvml, check_simulated
 
     if not args.system:

@@ -74,7 +74,12 @@ def _backend(args: argparse.Namespace) -> MigBackend:
 
 
 def _layouts(args: argparse.Namespace) -> int:
-    from mig.placement import all_profile_names, enumerate_layouts, format_layout, layout_slices
+    from mig.placement import (
+        all_profile_names,
+        enumerate_layouts,
+        format_layout,
+        layout_slices,
+    )
 
     gt = load_gpu_catalog().get(args.gpu_type)
     layouts = enumerate_layouts(gt, all_profile_names(gt) if args.all_profiles else None)

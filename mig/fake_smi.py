@@ -18,7 +18,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from configs.loader import load_gpu_catalog
-from mig.errors import InstanceInUseError, MigDisabledError, MigError, PlacementError, UnknownProfileError
+from mig.errors import (
+    InstanceInUseError,
+    MigDisabledError,
+    MigError,
+    PlacementError,
+    UnknownProfileError,
+)
 from mig.placement import first_free_start, resolve_profile
 from mig.simulated import SimulatedMigBackend, parse_gpus_spec
 from mig.smi_parse import NO_MIG_DEVICES

@@ -15,10 +15,25 @@ from collections.abc import Callable
 
 from configs.loader import load_gpu_catalog
 from configs.schema import MigProfile
-from mig.errors import (InstanceInUseError, MigDisabledError, MigError, NvidiaSmiError, PlacementError,
-                        UnknownProfileError)
-from mig.smi_parse import (has_no_mig_devices, mig_mode_enabled, parse_created, parse_failures, parse_lci,
-                           parse_lgi, parse_list, parse_query_csv, profiles_from_smi)
+from mig.errors import (
+    InstanceInUseError,
+    MigDisabledError,
+    MigError,
+    NvidiaSmiError,
+    PlacementError,
+    UnknownProfileError,
+)
+from mig.smi_parse import (
+    has_no_mig_devices,
+    mig_mode_enabled,
+    parse_created,
+    parse_failures,
+    parse_lci,
+    parse_lgi,
+    parse_list,
+    parse_query_csv,
+    profiles_from_smi,
+)
 from mig.types import GpuInfo, GpuInstance
 
 QUERY_FIELDS = "index,uuid,name,mig.mode.current"

@@ -25,7 +25,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from configs.loader import load_gpu_catalog
-from mig.errors import InstanceInUseError, MigDisabledError, MigError, PlacementError, UnknownProfileError
+from mig.errors import (
+    InstanceInUseError,
+    MigDisabledError,
+    MigError,
+    PlacementError,
+    UnknownProfileError,
+)
 from mig.placement import check_addition, first_free_start, resolve_profile
 from mig.types import GpuInfo, GpuInstance, Placement
 

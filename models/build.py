@@ -19,7 +19,11 @@ from pathlib import Path
 import torch
 
 from models.registry import (
-    ALBERT_EMBEDDING, ALBERT_MAX_SEQ_LEN, ALBERT_SIZES, ALBERT_VOCAB, VariantSpec,
+    ALBERT_EMBEDDING,
+    ALBERT_MAX_SEQ_LEN,
+    ALBERT_SIZES,
+    ALBERT_VOCAB,
+    VariantSpec,
 )
 
 log = logging.getLogger(__name__)

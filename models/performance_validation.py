@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Iterable
 
-from models.performance_fit import VariantFit, fit_all, fit_prior, fit_variant, group_points
+from models.performance_fit import (
+    VariantFit,
+    fit_all,
+    fit_prior,
+    fit_variant,
+    group_points,
+)
 from models.profile_points import ProfilePoint
 
 

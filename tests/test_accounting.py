@@ -8,8 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from configs import load_services
-from controller.accounting import (
-    UNALLOCATED, UNALLOCATED_VARIANT, Accountant, SliceActivity, attribute_energy, carbon_g,
+from controller.accounting.attribution import (
+    UNALLOCATED,
+    UNALLOCATED_VARIANT,
+    Accountant,
+    SliceActivity,
+    attribute_energy,
+    carbon_g,
 )
 from models.performance import PerformanceModel
 

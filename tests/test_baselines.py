@@ -2,11 +2,11 @@
 import pytest
 
 from configs.loader import load_services
-from controller.baselines import POLICIES, get_policy
-from controller.baselines.clover_sa import EXPLORE_LIMIT, Config, config_plan
-from controller.baselines.oracle import OracleTooLarge, solve_oracle
-from controller.planning_model import PlanningProblem, base_p95_ms, base_plan
-from controller.replay import Replay, SimConfig
+from controller.planning.model import PlanningProblem, base_p95_ms, base_plan
+from controller.planning.policies import POLICIES, get_policy
+from controller.planning.policies.clover_sa import EXPLORE_LIMIT, Config, config_plan
+from controller.planning.policies.oracle import OracleTooLarge, solve_oracle
+from controller.planning.replay import Replay, SimConfig
 from models.performance import PerformanceModel
 
 PERF = PerformanceModel.default()
@@ -66,7 +66,7 @@ def test_clover_sa_reuses_history_rescaled_by_carbon_intensity():
             self.problem = problem.with_(carbon_intensity=ci)
 
         def trial(self, plan):
-            from controller.replay import TrialResult
+            from controller.planning.policies.interface import TrialResult
             calls.append(plan)
             return TrialResult(energy_j=1000.0, requests=100.0, accuracy=50.0, p95_ms=1.0, duration_s=30.0)
 
@@ -76,8 +76,9 @@ def test_clover_sa_reuses_history_rescaled_by_carbon_intensity():
     s2, _, explored2 = policy.evaluate(Ctx(200.0), cfg)
     assert explored1 and not explored2 and len(calls) == 1
     # carbon per request doubled with CI; the score moved by λ·ΔC accordingly
-    from controller.objective import REFERENCE_CI, REFERENCE_PUE, carbon_g
-    from controller.planning_model import objective_for
+    from configs.units import carbon_g
+    from controller.planning.model import objective_for
+    from controller.planning.objective import REFERENCE_CI, REFERENCE_PUE
     obj = objective_for(problem)
     base_c = carbon_g(obj.base_power_w / problem.rate_rps, REFERENCE_CI, REFERENCE_PUE)
     c1 = carbon_g(1000.0 / 100.0, 100.0, 1.5)
@@ -107,7 +108,7 @@ def test_ours_beats_clover_sa_without_exploration():
     ours, _ = _run("ours", values, problem)
     sa, _ = _run("clover-sa", values, problem)
     base, _ = _run("base", values, problem)
-    from controller.replay import compare_to_base
+    from controller.planning.replay import compare_to_base
     res = {"ours": ours, "sa": sa, "base": base}
     compare_to_base(res, base, problem.lam)
     assert ours["exploration_requests"] == 0

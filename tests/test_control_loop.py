@@ -1,6 +1,13 @@
 """The control loop's pure decisions: what changes on a GPU, in which order, whether it is safe."""
-from controller.control_loop import GpuChange, diff_gpu, enough_capacity, order_changes, plan_changed
-from controller.plan import GpuPlan, Plan, SliceAssignment
+from controller.loop.control_loop import enough_capacity, order_changes
+from controller.planning.plan import (
+    GpuChange,
+    GpuPlan,
+    Plan,
+    SliceAssignment,
+    diff_gpu,
+    plan_changed,
+)
 from mig.types import Placement
 
 P7 = Placement("7g.80gb", 0)
@@ -45,10 +52,10 @@ def test_idle_slice_gets_no_replica_and_first_plan_starts_everything():
 
 def test_steps_ordered_by_capacity_taken_offline_and_noops_dropped():
     big = GpuChange("n0/gpu1", stop=(SliceAssignment(P7, "yolo11x", 8),), start_kept=(), start_new=(),
-                    layout_changes=True)
+                    mig_ops=2)
     small = GpuChange("n0/gpu0", stop=(SliceAssignment(P3, "yolo11m", 8),), start_kept=(), start_new=(),
-                      layout_changes=True)
-    noop = GpuChange("n0/gpu2", (), (), (), False)
+                      mig_ops=2)
+    noop = GpuChange("n0/gpu2", (), (), (), 0)
     lost = {"n0/gpu1": 300.0, "n0/gpu0": 40.0, "n0/gpu2": 0.0}
     assert [c.gpu_id for c in order_changes([big, noop, small], lambda c: lost[c.gpu_id])] == ["n0/gpu0", "n0/gpu1"]
 
@@ -65,7 +72,7 @@ def test_plan_with_a_gpu_removed_is_a_change():
 
 
 def test_planning_rate_scales_up_at_once_and_never_below_the_expected_rate():
-    from controller.control_loop import planning_rate
+    from controller.loop.control_loop import planning_rate
 
     assert planning_rate(20.0, []) == 20.0
     assert planning_rate(20.0, [3.0]) == 20.0  # a partial first interval never shrinks capacity

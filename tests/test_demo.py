@@ -3,9 +3,9 @@ import json
 
 import pytest
 
+from controller.accounting.emissions_csv import read_rows
+from controller.accounting.runlog import read_events
 from controller.demo import SUMMARY_KEYS, run_demo
-from controller.emissions_csv import read_rows
-from controller.runlog import read_events
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def test_short_demo_writes_summary_and_logs(tmp_path):
     # the user-facing latency split: the SLA bounds time on the slice; the client adds the HTTP path
     assert 0 < summary["p95_ms"] <= summary["client_p95_ms"]
     # `controller report` renders a real demo run directory
-    from controller.report import build_report
+    from controller.accounting.report import build_report
 
     paths = build_report(tmp_path)
     html = next(p for p in paths if p.suffix == ".html").read_text()

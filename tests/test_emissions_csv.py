@@ -6,8 +6,13 @@ import csv
 import pytest
 
 from configs import load_services
-from controller.accounting import Accountant, SliceActivity
-from controller.emissions_csv import CODECARBON_COLUMNS, COLUMNS, EmissionsCsv, read_rows
+from controller.accounting.attribution import Accountant, SliceActivity
+from controller.accounting.emissions_csv import (
+    CODECARBON_COLUMNS,
+    COLUMNS,
+    EmissionsCsv,
+    read_rows,
+)
 from models.performance import PerformanceModel
 
 # Copied by hand from ../shared/docs/REFERENCE.md §4 (CodeCarbon's emissions.csv header).

@@ -7,7 +7,12 @@ import statistics
 
 import pytest
 
-from loadgen.arrivals import RateTrace, load_rate_trace, parse_rate_trace, poisson_arrivals
+from loadgen.arrivals import (
+    RateTrace,
+    load_rate_trace,
+    parse_rate_trace,
+    poisson_arrivals,
+)
 from loadgen.errors import LoadgenInputError
 
 

@@ -8,7 +8,12 @@ import pytest
 from PIL import Image
 
 from loadgen.errors import LoadgenInputError
-from loadgen.payloads import IMAGE_SIZES, load_payloads, synthetic_images, synthetic_questions
+from loadgen.payloads import (
+    IMAGE_SIZES,
+    load_payloads,
+    synthetic_images,
+    synthetic_questions,
+)
 
 
 def _image_bytes(fmt: str, size=(64, 48)) -> bytes:

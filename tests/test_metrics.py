@@ -7,9 +7,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from configs import load_services
-from controller.accounting import Accountant, SliceActivity
+from controller.accounting.attribution import Accountant, SliceActivity
+from controller.accounting.metrics import CloverMetrics
 from controller.carbon.base import CarbonReading
-from controller.metrics import CloverMetrics
 from models.performance import PerformanceModel
 
 

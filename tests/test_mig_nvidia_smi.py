@@ -8,7 +8,13 @@ import pytest
 
 from configs.loader import load_gpu_catalog
 from mig import fake_smi
-from mig.errors import InstanceInUseError, MigDisabledError, NvidiaSmiError, PlacementError, UnknownProfileError
+from mig.errors import (
+    InstanceInUseError,
+    MigDisabledError,
+    NvidiaSmiError,
+    PlacementError,
+    UnknownProfileError,
+)
 from mig.nvidia_smi import NvidiaSmiBackend, gpu_type_for_product
 from mig.placement import parse_layout
 from mig.repartition import apply_plan, plan_repartition

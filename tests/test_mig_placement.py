@@ -5,8 +5,17 @@ import pytest
 
 from configs.loader import load_gpu_catalog
 from mig.errors import PlacementError, UnknownProfileError
-from mig.placement import (all_profile_names, enumerate_layouts, format_layout, is_valid_layout, layout_slices,
-                           main_profile_names, parse_layout, slice_multisets, validate_layout)
+from mig.placement import (
+    all_profile_names,
+    enumerate_layouts,
+    format_layout,
+    is_valid_layout,
+    layout_slices,
+    main_profile_names,
+    parse_layout,
+    slice_multisets,
+    validate_layout,
+)
 from mig.types import Placement
 
 TYPES = ["H100-80GB", "A100-40GB", "A100-80GB", "H200-141GB"]

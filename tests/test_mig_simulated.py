@@ -6,7 +6,13 @@ import threading
 import pytest
 
 from mig.backend import MigBackend, make_backend
-from mig.errors import InstanceInUseError, MigDisabledError, MigError, PlacementError, UnknownProfileError
+from mig.errors import (
+    InstanceInUseError,
+    MigDisabledError,
+    MigError,
+    PlacementError,
+    UnknownProfileError,
+)
 from mig.placement import all_profile_names, enumerate_layouts
 from mig.simulated import SimulatedMigBackend, parse_gpus_spec
 

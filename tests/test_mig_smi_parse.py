@@ -4,9 +4,20 @@ from pathlib import Path
 import pytest
 
 from configs.loader import load_gpu_catalog
-from mig.smi_parse import (has_no_mig_devices, mig_mode_enabled, parse_created, parse_destroyed, parse_failures,
-                           parse_lci, parse_lgi, parse_lgip, parse_lgipp, parse_list, parse_query_csv,
-                           profiles_from_smi)
+from mig.smi_parse import (
+    has_no_mig_devices,
+    mig_mode_enabled,
+    parse_created,
+    parse_destroyed,
+    parse_failures,
+    parse_lci,
+    parse_lgi,
+    parse_lgip,
+    parse_lgipp,
+    parse_list,
+    parse_query_csv,
+    profiles_from_smi,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia-smi"
 

@@ -9,7 +9,14 @@ import torch
 from PIL import Image
 
 from models.preprocess import (
-    IMAGENET_MEAN, IMAGENET_STD, PayloadError, PayloadLimits, classification_tensor, decode_image, letterbox, parse_qa,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PayloadError,
+    PayloadLimits,
+    classification_tensor,
+    decode_image,
+    letterbox,
+    parse_qa,
 )
 from tests.models_samples import image_bytes, qa_bytes
 

@@ -1,7 +1,8 @@
 """Clover's objective (REFERENCE.md §1): normalisation at CI 250 g/kWh and PUE 1.5."""
 import pytest
 
-from controller.objective import Objective, carbon_g, clover_score
+from configs.units import carbon_g
+from controller.planning.objective import Objective, clover_score
 
 
 def test_base_configuration_scores_zero_only_at_reference_intensity():

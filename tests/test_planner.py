@@ -6,9 +6,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from configs.loader import load_services
-from controller.baselines.oracle import solve_oracle
-from controller.planner import InfeasibleError, changed_slices, solve, solve_exact
-from controller.planning_model import PlanningProblem, ReconfigCost, base_p95_ms, column_of
+from controller.planning.model import (
+    PlanningProblem,
+    ReconfigCost,
+    base_p95_ms,
+    column_of,
+)
+from controller.planning.plan import diff_plans
+from controller.planning.planner import InfeasibleError, solve, solve_exact
+from controller.planning.policies.oracle import solve_oracle
 from mig.placement import is_valid_layout
 from models.performance import PerformanceModel
 
@@ -99,7 +105,7 @@ def test_replanning_the_same_problem_changes_nothing():
     problem = PlanningProblem(svc, gpus, PERF, 150.0, SLA["yolo"], lam=0.5, carbon_intensity=300.0)
     first = solve(problem)
     again = solve(problem.with_(current=first))
-    assert changed_slices(first, again) == {}
+    assert diff_plans(first, again) == {}
 
 
 def _switching_case():
@@ -110,14 +116,14 @@ def _switching_case():
     current = solve_exact(low)
     high = low.with_(carbon_intensity=800.0, current=current)
     target = solve_exact(high)
-    assert changed_slices(current, target), "precondition: the optimum moves with CI"
+    assert diff_plans(current, target), "precondition: the optimum moves with CI"
     return high, current, target
 
 
 def test_switch_that_pays_back_is_taken():
     high, current, target = _switching_case()
     plan = solve(high.with_(forecast=(800.0,) * 5, reconfig=ReconfigCost(mig_op_s=2, model_load_s=10, horizon_h=6)))
-    assert changed_slices(target, plan) == {}
+    assert diff_plans(target, plan) == {}
 
 
 def test_switch_that_does_not_pay_back_keeps_the_current_replicas():

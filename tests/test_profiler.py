@@ -11,7 +11,12 @@ from gpu_node import profiler
 from gpu_node.cli import main
 from gpu_node.meters.simulated import SimulatedGpuMeter
 from gpu_node.profiler import (
-    EnergyMeters, ProfileRequest, mig_profile_from_smi, nvml_device, summarize_run, visible_mig_device,
+    EnergyMeters,
+    ProfileRequest,
+    mig_profile_from_smi,
+    nvml_device,
+    summarize_run,
+    visible_mig_device,
 )
 
 SHARED = json.loads((PROFILE_DIR / "h100-sxm_full-gpu.json").read_text())

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 from configs.loader import load_services
-from controller.objective import carbon_g
-from controller.planning_model import PlanningProblem, base_p95_ms, base_plan
-from controller.queueing import p95_ms
-from controller.replay import Replay, SimConfig, TrialResult, replica_p95_sim, serve_replica
+from configs.units import carbon_g
+from controller.planning.model import PlanningProblem, base_p95_ms, base_plan
+from controller.planning.policies.interface import TrialResult
+from controller.planning.queueing import p95_ms
+from controller.planning.replay import Replay, SimConfig, replica_p95_sim, serve_replica
 from models.performance import PerformanceModel
 
 PERF = PerformanceModel.default()
@@ -75,12 +76,12 @@ def test_base_energy_carbon_and_sla_share():
 
 
 def _other_plan(problem):
-    from controller.planner import solve_exact
+    from controller.planning.planner import solve_exact
     return solve_exact(problem.with_(lam=1.0))
 
 
 def _two_slice_plan(problem, small_variant):
-    from controller.plan import GpuPlan, Plan, SliceAssignment
+    from controller.planning.plan import GpuPlan, Plan, SliceAssignment
     from mig.types import Placement
 
     gpus = tuple(GpuPlan(gid, t, (SliceAssignment(Placement("4g.40gb", 0), "b7", 1, 0.35),

@@ -10,13 +10,13 @@ import pytest
 from PIL import Image
 
 from configs import load_services
-from controller.accounting import Accountant, SliceActivity
+from controller.accounting.attribution import Accountant, SliceActivity
+from controller.accounting.emissions_csv import EmissionsCsv
+from controller.accounting.report import build_report
+from controller.accounting.runlog import RunLog
 from controller.carbon.spec import make_source
 from controller.cli import main
-from controller.emissions_csv import EmissionsCsv
-from controller.plan import GpuPlan, Plan, SliceAssignment
-from controller.report import build_report
-from controller.runlog import RunLog
+from controller.planning.plan import GpuPlan, Plan, SliceAssignment
 from mig.types import Placement
 from models.performance import PerformanceModel
 from tests.fake_nvml import FakeClock

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.router import Router, queue_bound
+from controller.serving.router import Router, queue_bound
 
 
 def _router(shares: dict[str, float], max_queue: int = 1000) -> Router:

@@ -1,13 +1,19 @@
 """Bad input to the serving commands fails fast with an actionable message (no Ray started)."""
-from pathlib import Path
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
 from controller.cli import main as controller_main
 from gpu_node.cli import main as gpu_node_main
-from gpu_node.node_check import GpuCheck, NodeReport, assess, check_nvml, check_simulated
+from gpu_node.node_check import (
+    GpuCheck,
+    NodeReport,
+    assess,
+    check_nvml,
+    check_simulated,
+)
 from gpu_node.setup_cmd import ray_start_command
 
 

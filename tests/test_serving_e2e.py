@@ -16,8 +16,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from controller.control_loop import ControlLoop, LoopSettings  # noqa: E402
-from controller.runlog import RunLog, read_events  # noqa: E402
+from controller.accounting.runlog import RunLog, read_events  # noqa: E402
+from controller.loop.control_loop import ControlLoop, LoopSettings  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ class SteppedClock:
 def stack(tmp_path_factory):
     from controller.carbon.spec import make_source
     from controller.demo import free_port
-    from controller.serve_runtime import init_ray, shutdown, start_ingress
+    from controller.serving.runtime import init_ray, shutdown, start_ingress
     from gpu_node.agent import AgentConfig, start_agent
 
     run_dir = tmp_path_factory.mktemp("run")
@@ -192,7 +192,7 @@ def _plan_changing_node1(loop) -> dict:
     """The running plan with node1's GPU re-partitioned (7g <-> 4g+3g), the base variant on it."""
     from dataclasses import replace
 
-    from controller.plan import GpuPlan, SliceAssignment
+    from controller.planning.plan import GpuPlan, SliceAssignment
     from mig.types import Placement
 
     gpus = []
@@ -209,7 +209,7 @@ def _plan_with_bad_node0_layout(loop) -> "object":
     """node0 asked for 7g + 1g: the MIG create of the 1g fails (a 7g takes every slot)."""
     from dataclasses import replace
 
-    from controller.plan import GpuPlan, SliceAssignment
+    from controller.planning.plan import GpuPlan, SliceAssignment
     from mig.types import Placement
 
     bad = (SliceAssignment(Placement("7g.80gb", 0), "yolo11x", 8, 0.5),

@@ -20,9 +20,10 @@ def cluster(tmp_path_factory):
     from ray import serve
     from ray.cluster_utils import Cluster
 
+    from configs.cluster import agent_name, node_resource, ray_env
     from controller.demo import free_port
-    from controller.serve_runtime import ray_env, start_ingress
-    from gpu_node.agent import AgentConfig, agent_name, node_resource
+    from controller.serving.runtime import start_ingress
+    from gpu_node.agent import AgentConfig
     from gpu_node.setup_cmd import bring_up_agent
 
     ray_env()
@@ -52,9 +53,9 @@ def test_agents_run_on_their_own_nodes(cluster):
 def test_controller_places_each_replica_on_its_slice_node_and_serves(cluster):
     from ray import serve
 
+    from controller.accounting.runlog import RunLog
     from controller.carbon.spec import make_source
-    from controller.control_loop import ControlLoop, LoopSettings
-    from controller.runlog import RunLog
+    from controller.loop.control_loop import ControlLoop, LoopSettings
     from gpu_node.agent import find_agents
     from loadgen.payloads import load_payloads
 

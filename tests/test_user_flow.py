@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.runlog import read_events
+from controller.accounting.runlog import read_events
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent

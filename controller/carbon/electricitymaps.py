@@ -11,7 +11,12 @@ from collections.abc import Callable
 
 import httpx
 
-from controller.carbon.base import CachedSource, CarbonReading, CarbonSourceError, parse_time
+from controller.carbon.base import (
+    CachedSource,
+    CarbonReading,
+    CarbonSourceError,
+    parse_time,
+)
 from controller.carbon.http import JsonApi, field
 
 DEFAULT_BASE_URL = "https://api.electricitymap.org/v3"

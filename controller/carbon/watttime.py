@@ -15,7 +15,12 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 
-from controller.carbon.base import CachedSource, CarbonReading, CarbonSourceError, parse_time
+from controller.carbon.base import (
+    CachedSource,
+    CarbonReading,
+    CarbonSourceError,
+    parse_time,
+)
 from controller.carbon.http import HttpSourceError, JsonApi, field
 
 DEFAULT_BASE_URL = "https://api.watttime.org"

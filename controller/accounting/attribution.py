@@ -32,8 +32,8 @@ from datetime import datetime, timezone
 from typing import Protocol
 
 from configs.schema import Service
+from configs.units import carbon_g
 
-J_PER_KWH = 3.6e6
 UNALLOCATED = "unallocated"  # slice id of the capacity no MIG instance occupies
 IDLE_VARIANT = "(idle)"  # variant key for slices that exist but serve nothing
 UNALLOCATED_VARIANT = "(unallocated)"
@@ -84,10 +84,6 @@ def attribute_energy(total_j: float, duration_s: float, slices: Sequence[tuple[s
     largest = max(shares, key=shares.__getitem__)
     shares[largest] += total_j - math.fsum(shares.values())  # rounding residue, so shares add up to E
     return shares
-
-
-def carbon_g(energy_j: float, intensity_g_per_kwh: float, pue: float) -> float:
-    return energy_j / J_PER_KWH * intensity_g_per_kwh * pue
 
 
 @dataclass(frozen=True)

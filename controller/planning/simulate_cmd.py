@@ -1,6 +1,6 @@
 """`controller simulate`: replay a carbon trace through policies on the performance model.
 
-Adapter only (arguments, table, JSON, plots); the simulation is controller/replay.py.
+Adapter only (arguments, table, JSON, plots); the simulation is controller/planning/replay.py.
 """
 from __future__ import annotations
 
@@ -60,11 +60,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from configs.loader import ConfigError, load_services
-    from controller.baselines import POLICIES
     from controller.carbon.trace import load_trace
-    from controller.planner import InfeasibleError
-    from controller.planning_model import PlanningProblem, base_p95_ms
-    from controller.replay import SimConfig, default_rate_rps, run_policies
+    from controller.planning.model import PlanningProblem, base_p95_ms
+    from controller.planning.planner import InfeasibleError
+    from controller.planning.policies import POLICIES
+    from controller.planning.replay import SimConfig, default_rate_rps, run_policies
     from models.performance import PerformanceModel
 
     console = Console()
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(out, indent=2))
         console.print(f"wrote {args.json}")
     if args.plot:
-        from controller.simulate_plot import plot_runs
+        from controller.planning.simulate_plot import plot_runs
 
         for path in plot_runs(args.plot, values, runs, plan_label):
             console.print(f"wrote {path}")

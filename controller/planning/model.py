@@ -2,7 +2,7 @@
 
 One *column* is (GPU type, slice size, variant, max batch): a replica of that variant on a
 slice of that size. Under the performance model a column has
-- `rmax_rps`: the largest Poisson rate with predicted p95 ≤ SLA (controller/queueing.py),
+- `rmax_rps`: the largest Poisson rate with predicted p95 ≤ SLA (controller/planning/queueing.py),
 - `energy_j_per_req`: busy power × S(B)/B, the dynamic energy per request at full batches,
   so a replica at rate r adds r·energy_j_per_req watts above idle (linear in its traffic),
 - the variant's accuracy.
@@ -17,10 +17,10 @@ from functools import lru_cache
 
 from configs.loader import load_gpu_catalog
 from configs.schema import Service
-from controller.objective import DEFAULT_LAMBDA, REFERENCE_PUE, Objective
-from controller.plan import GpuPlan, Plan, Prediction, SliceAssignment
-from controller.queueing import max_rate_rps, p95_ms
-from mig.placement import slice_multisets
+from controller.planning.objective import DEFAULT_LAMBDA, REFERENCE_PUE, Objective
+from controller.planning.plan import GpuPlan, Plan, Prediction, SliceAssignment
+from controller.planning.queueing import max_rate_rps, p95_ms
+from mig.placement import compute_slices_of, slice_multisets
 from mig.types import Layout
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
@@ -198,15 +198,8 @@ def objective_for(problem: PlanningProblem, carbon_intensity: float | None = Non
 
 # ---- evaluating and routing a fixed set of replicas --------------------------------------
 def column_of(problem: PlanningProblem, gpu_type: str, s: SliceAssignment) -> Column:
-    slices = _slices_of_profile(gpu_type, s.placement.profile)
+    slices = compute_slices_of(s.placement.profile)
     return make_column(problem.perf, gpu_type, slices, problem.service.variant(s.variant), s.batch, problem.sla_ms)
-
-
-def _slices_of_profile(gpu_type: str, profile: str) -> int:
-    for k, (name, _) in slice_profiles(gpu_type).items():
-        if name == profile:
-            return k
-    return load_gpu_catalog().get(gpu_type).profile(profile).compute_slices
 
 
 def replica_loads(plan: Plan, problem: PlanningProblem) -> Iterator[tuple[SliceAssignment, float, Column]]:

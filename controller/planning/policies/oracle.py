@@ -15,11 +15,17 @@ import itertools
 import math
 from collections import defaultdict
 
-from controller.baselines.base import Policy
-from controller.plan import GpuPlan, Plan, SliceAssignment
-from controller.planning_model import (
-    Column, PlanningProblem, columns, multisets, objective_for, reroute, slice_profiles,
+from controller.planning.model import (
+    Column,
+    PlanningProblem,
+    columns,
+    multisets,
+    objective_for,
+    reroute,
+    slice_profiles,
 )
+from controller.planning.plan import GpuPlan, Plan, SliceAssignment
+from controller.planning.policies.interface import HourContext, Policy
 
 
 class OracleTooLarge(RuntimeError):
@@ -75,7 +81,6 @@ def solve_oracle(problem: PlanningProblem, limit: int = 300_000) -> Plan:
         raise OracleTooLarge(f"oracle would enumerate {size} combinations (limit {limit})")
     obj = objective_for(problem)
     rate = problem.rate_rps
-    idle = sum(problem.perf.idle_power_w(t) for _, t in problem.gpus)
     # per configuration: (value per req/s, capacity) of its replicas
     items = {t: [[(obj.power_coef * c.energy_j_per_req + obj.accuracy_coef * c.accuracy / rate, c.rmax_rps)
                   for c in slots if c is not None] for _, slots in cfgs] for t, cfgs in per_type.items()}
@@ -114,5 +119,5 @@ class OraclePolicy(Policy):
 
     name = "oracle"
 
-    def decide(self, ctx) -> Plan:
+    def decide(self, ctx: HourContext) -> Plan:
         return solve_oracle(ctx.problem.with_(current=None, forecast=()))

@@ -8,7 +8,7 @@ Formulation (proof of exactness in docs/planner.md). For each GPU type t with n_
   r[c] ≤ rmax[c]·x[c]                              (each replica's p95 ≤ SLA, split evenly)
   Σ_c r[c] = R
   maximise  const + power_coef·(Σ idle + Σ_c e[c]·r[c]) + accuracy_coef·Σ_c acc[c]·r[c]/R
-The coefficients come from controller/objective.py (the only place λ is applied).
+The coefficients come from controller/planning/objective.py (the only place λ is applied).
 
 Beyond Clover (`solve` with `problem.current` and `problem.forecast`): the new optimum is
 adopted only if its objective gain summed over the forecast horizon pays back the
@@ -23,10 +23,17 @@ from dataclasses import replace
 
 import highspy
 
-from controller.plan import GpuPlan, Plan, SliceAssignment
-from controller.planning_model import (
-    Column, PlanningProblem, columns, multisets, objective_for, predict, reroute, slice_profiles,
+from controller.planning.model import (
+    Column,
+    PlanningProblem,
+    columns,
+    multisets,
+    objective_for,
+    predict,
+    reroute,
 )
+from controller.planning.plan import GpuPlan, Plan, SliceAssignment, diff_plans
+from mig.placement import compute_slices_of, layout_slices
 
 
 class InfeasibleError(ValueError):
@@ -117,7 +124,7 @@ def _decode(problem: PlanningProblem, y: dict, sol: list[tuple[Column, int, floa
         chosen: dict[str, tuple[int, ...]] = {}
         for gid in ids:  # keep the current multiset where possible
             g = current.get(gid)
-            m = tuple(sorted((_size(t, s.placement.profile) for s in g.slices), reverse=True)) if g else None
+            m = layout_slices(g.layout) if g else None
             if m is not None and pool.get(m, 0) > 0:
                 chosen[gid] = m
                 pool[m] -= 1
@@ -128,11 +135,11 @@ def _decode(problem: PlanningProblem, y: dict, sol: list[tuple[Column, int, floa
         for gid in ids:
             g = current.get(gid)
             m = chosen[gid]
-            layout = [s.placement for s in g.slices] if g and _multiset(t, g) == m else list(ms[m])
+            layout = [s.placement for s in g.slices] if g and layout_slices(g.layout) == m else list(ms[m])
             old = {s.placement: (s.variant, s.batch) for s in g.slices} if g else {}
             slices: list[SliceAssignment | None] = [None] * len(layout)
             for i, p in enumerate(layout):  # same replica on the same slice first
-                pool_s = reps[_size(t, p.profile)]
+                pool_s = reps[compute_slices_of(p.profile)]
                 for j, (v, b, sh) in enumerate(pool_s):
                     if (v, b) == old.get(p):
                         slices[i] = SliceAssignment(p, v, b, sh)
@@ -140,7 +147,7 @@ def _decode(problem: PlanningProblem, y: dict, sol: list[tuple[Column, int, floa
                         break
             for i, p in enumerate(layout):
                 if slices[i] is None:
-                    pool_s = reps[_size(t, p.profile)]
+                    pool_s = reps[compute_slices_of(p.profile)]
                     slices[i] = SliceAssignment(p, *pool_s.pop(0)) if pool_s else SliceAssignment(p, None, 1, 0.0)
             out.append(GpuPlan(gid, t, tuple(slices)))
     order = {gid: i for i, (gid, _) in enumerate(problem.gpus)}
@@ -148,39 +155,12 @@ def _decode(problem: PlanningProblem, y: dict, sol: list[tuple[Column, int, floa
     return Plan(problem.service.name, tuple(out), rate, problem.carbon_intensity)
 
 
-def _size(gpu_type: str, profile: str) -> int:
-    for k, (name, _) in slice_profiles(gpu_type).items():
-        if name == profile:
-            return k
-    raise ValueError(f"profile {profile!r} is not a main MIG profile of {gpu_type}")
-
-
-def _multiset(gpu_type: str, g: GpuPlan) -> tuple[int, ...]:
-    return tuple(sorted((_size(gpu_type, s.placement.profile) for s in g.slices), reverse=True))
-
-
 # ---- reconfiguration-cost-aware choice ----------------------------------------------------
-def changed_slices(old: Plan | None, new: Plan) -> dict[str, tuple[int, list[SliceAssignment]]]:
-    """Per GPU: (MIG operations, replicas that must (re)start) to go from `old` to `new`."""
-    before = {g.gpu_id: g for g in old.gpus} if old else {}
-    out = {}
-    for g in new.gpus:
-        o = before.get(g.gpu_id)
-        old_p = {s.placement for s in o.slices} if o else set()
-        new_p = {s.placement for s in g.slices}
-        ops = len(old_p ^ new_p)
-        old_r = {(s.placement, s.variant, s.batch) for s in o.slices if s.variant} if o else set()
-        starts = [s for s in g.slices if s.variant and (s.placement, s.variant, s.batch) not in old_r]
-        if ops or starts:
-            out[g.gpu_id] = (ops, starts)
-    return out
-
-
 def transition_seconds(problem: PlanningProblem, old: Plan | None, new: Plan) -> float:
     """Wall time of the switch: GPUs reconfigure in parallel, each destroy/create then loads."""
     rc = problem.reconfig
-    per_gpu = [ops * rc.mig_op_s + (rc.model_load_s if starts else 0.0)
-               for ops, starts in changed_slices(old, new).values()]
+    per_gpu = [c.mig_ops * rc.mig_op_s + (rc.model_load_s if c.starts else 0.0)
+               for c in diff_plans(old, new).values()]
     return max(per_gpu, default=0.0)
 
 
@@ -198,20 +178,20 @@ def switch_cost(problem: PlanningProblem, old: Plan, new: Plan) -> float:
         old_share[(g.gpu_id, s.placement)] = s.share
     cost = 0.0
     types = {g.gpu_id: g.gpu_type for g in new.gpus}
-    for gid, (ops, starts) in changed_slices(old, new).items():
-        down_h = (ops * rc.mig_op_s + rc.model_load_s) / 3600.0
+    for gid, c in diff_plans(old, new).items():
+        down_h = (c.mig_ops * rc.mig_op_s + rc.model_load_s) / 3600.0
         lost = sum(sh for (g, _), sh in old_share.items() if g == gid)
         cost += (1.0 - problem.lam) * lost * down_h
-        for s in starts:
+        for s in c.starts:
             p = problem.perf.busy_power_w(problem.service.variant(s.variant).profile_key, types[gid],
-                                          _size(types[gid], s.placement.profile), 1)
+                                          compute_slices_of(s.placement.profile), 1)
             cost += -obj.power_coef * p * rc.model_load_s / 3600.0
     return cost
 
 
 def _pay_back_choice(problem: PlanningProblem, best: Plan) -> Plan:
     keep = reroute(problem.current, problem)
-    if keep is None or not changed_slices(problem.current, best):
+    if keep is None or not diff_plans(problem.current, best):
         return best
     horizon = (problem.carbon_intensity, *problem.forecast)[: max(1, problem.reconfig.horizon_h)]
     gain = sum(predict(best, problem, ci).objective - predict(keep, problem, ci).objective for ci in horizon)

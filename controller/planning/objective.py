@@ -25,11 +25,6 @@ REFERENCE_PUE = 1.5
 DEFAULT_LAMBDA = 0.1
 
 
-def carbon_g(energy_j: float, carbon_intensity: float, pue: float) -> float:
-    """Carbon (g) of `energy_j` joules at `carbon_intensity` gCO2/kWh and `pue`."""
-    return energy_j / 3.6e6 * carbon_intensity * pue
-
-
 @dataclass(frozen=True)
 class Objective:
     """Clover's objective for one planning window, linear in power and accuracy.

@@ -63,10 +63,10 @@ def allowed_variants(service: Any, spec: str | None) -> tuple[str, ...] | None:
 
 def make_loop(args: argparse.Namespace, agents: dict[str, Any], ingress: Any, run_dir: Path) -> Any:
     """The control loop with its run log, carbon source and emissions.csv (shared with the demo)."""
+    from controller.accounting.emissions_csv import EmissionsCsv
+    from controller.accounting.runlog import RunLog
     from controller.carbon.spec import make_source
-    from controller.control_loop import ControlLoop, LoopSettings
-    from controller.emissions_csv import EmissionsCsv
-    from controller.runlog import RunLog
+    from controller.loop.control_loop import ControlLoop, LoopSettings
 
     carbon = make_source(args.carbon_source, time_scale=args.time_scale)
     runlog = RunLog(run_dir, echo=getattr(args, "echo", True))
@@ -82,7 +82,7 @@ def make_loop(args: argparse.Namespace, agents: dict[str, Any], ingress: Any, ru
 
 
 def run(args: argparse.Namespace) -> int:
-    from controller.serve_runtime import init_ray, shutdown, start_ingress
+    from controller.serving.runtime import init_ray, shutdown, start_ingress
     from gpu_node.agent import AgentConfig, find_agents, start_agent
 
     try:

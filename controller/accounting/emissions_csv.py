@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from controller.accounting import IntervalAccount
+from configs.units import kwh
+from controller.accounting.attribution import IntervalAccount
 
 CODECARBON_COLUMNS = (
     "timestamp", "project_name", "run_id", "duration", "emissions", "emissions_rate",
@@ -30,7 +31,6 @@ EXTRA_COLUMNS = (
     "accuracy", "baseline_accuracy", "p95_ms", "requests", "failed", "estimated", "notes",
 )
 COLUMNS = CODECARBON_COLUMNS + EXTRA_COLUMNS
-KWH = 3.6e6  # J per kWh
 
 
 def host_info() -> dict[str, Any]:
@@ -74,7 +74,7 @@ class EmissionsCsv:
     def append(self, a: IntervalAccount, *, cpu_energy_j: float = 0.0, ram_energy_j: float = 0.0) -> dict[str, Any]:
         """Write one interval's row (header first when the file is new) and return it."""
         d = a.duration_s
-        energy_kwh = (a.energy_j + cpu_energy_j + ram_energy_j) / KWH
+        energy_kwh = kwh(a.energy_j + cpu_energy_j + ram_energy_j)
         row = {
             **self._static,
             "timestamp": a.timestamp.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -82,7 +82,7 @@ class EmissionsCsv:
             "emissions": a.carbon_g / 1000.0,
             "emissions_rate": a.carbon_g / 1000.0 / d,
             "cpu_power": cpu_energy_j / d, "gpu_power": a.energy_j / d, "ram_power": ram_energy_j / d,
-            "cpu_energy": cpu_energy_j / KWH, "gpu_energy": a.energy_j / KWH, "ram_energy": ram_energy_j / KWH,
+            "cpu_energy": kwh(cpu_energy_j), "gpu_energy": kwh(a.energy_j), "ram_energy": kwh(ram_energy_j),
             "energy_consumed": energy_kwh,
             "pue": a.pue,
             "carbon_intensity": a.carbon_intensity,

@@ -28,7 +28,7 @@ from ray import serve
 REPLICA_CPUS = 0.05  # fractional so a 2-core demo machine holds 14 replicas
 MAX_ONGOING = 256  # Serve's default (5) throttles a replica to ~15 req/s; the router bounds queues
 # Greedy batching: a batch takes whatever is queued when the slice frees up, as the planner's
-# queueing model (controller/queueing.py) assumes; waiting to fill a batch would add latency the
+# queueing model (controller/planning/queueing.py) assumes; waiting to fill a batch would add latency the
 # model does not predict.
 BATCH_WAIT_S = 0.0
 
@@ -95,7 +95,9 @@ class SliceReplica:
                                        weights_dir=self.spec.weights_dir, threads=self.spec.threads)
             self._runner.warmup((1, self.spec.batch))  # warm before the router sends traffic
         else:
-            from models import preprocess  # imports torch: pay for it now, not on the first request
+            from models import (
+                preprocess,  # imports torch: pay for it now, not on the first request
+            )
             from models.performance import PerformanceModel
 
             self._check = preprocess.decode_image if self.spec.input == "image" else preprocess.parse_qa
@@ -106,7 +108,7 @@ class SliceReplica:
     def _agent_handle(self) -> Any:
         import ray
 
-        from gpu_node.agent import NAMESPACE, agent_name
+        from configs.cluster import NAMESPACE, agent_name
 
         if self._agent is None:
             try:
@@ -189,7 +191,7 @@ def _cuda_ok() -> bool:
 
 def replica_app(spec: ReplicaSpec) -> Any:
     """The Serve application of one slice replica, pinned to its node and slice."""
-    from gpu_node.agent import node_resource
+    from configs.cluster import node_resource
 
     env = {"CUDA_VISIBLE_DEVICES": spec.mig_uuid, "OMP_NUM_THREADS": str(spec.threads)}
     dep = serve.deployment(
@@ -212,7 +214,7 @@ def check_placeable(specs: list[ReplicaSpec]) -> None:
     """Fail with a clear error when a replica's node (custom resource) or CPU is missing."""
     import ray
 
-    from gpu_node.agent import node_resource
+    from configs.cluster import node_resource
 
     total = ray.cluster_resources()
     avail = ray.available_resources()

@@ -1,7 +1,9 @@
 """The plan the controller hands to GPU nodes: per GPU a MIG layout, per slice a variant.
 
-Produced by the planner (controller/planner.py), consumed by the control loop, the
-trace-replay simulator and the Serve router. Pure data, JSON round-trippable.
+Produced by the planner (controller/planning/planner.py), consumed by the control loop, the
+trace-replay simulator and the Serve router. Pure data, JSON round-trippable. `diff_gpu` is the
+one plan diff: what moving a GPU from one plan to another stops, starts and re-partitions
+(the control loop's rollout, the planner's switching cost and the replay's downtime use it).
 """
 from __future__ import annotations
 
@@ -92,3 +94,67 @@ class Plan:
             Prediction(**d.get("predicted", {})),
             float(d.get("solve_ms", 0.0)),
         )
+
+
+# ---- the plan diff -------------------------------------------------------------------------
+SliceKey = tuple[str, int, str, int]  # (profile, start, variant, batch): one replica's identity
+
+
+def slice_key(s: SliceAssignment) -> SliceKey:
+    return (s.placement.profile, s.placement.start, s.variant or "", s.batch)
+
+
+@dataclass(frozen=True)
+class GpuChange:
+    """What moving one GPU from `old` to `new` means (traffic shares are ignored)."""
+
+    gpu_id: str
+    stop: tuple[SliceAssignment, ...]  # replicas that go away
+    start_kept: tuple[SliceAssignment, ...]  # new replicas on slices that stay (no MIG op needed)
+    start_new: tuple[SliceAssignment, ...]  # new replicas on slices that must be created
+    mig_ops: int  # MIG instances destroyed + created
+
+    @property
+    def layout_changes(self) -> bool:
+        return self.mig_ops > 0
+
+    @property
+    def starts(self) -> tuple[SliceAssignment, ...]:
+        return self.start_kept + self.start_new
+
+    @property
+    def is_noop(self) -> bool:
+        return not (self.stop or self.starts or self.mig_ops)
+
+
+def diff_gpu(old: GpuPlan | None, new: GpuPlan) -> GpuChange:
+    """Replicas to stop/start and the MIG operations to move one GPU from `old` to `new`."""
+    old_slices = old.slices if old else ()
+    old_layout = set(old.layout) if old else set()
+    new_layout = set(new.layout)
+    old_keys = {slice_key(s) for s in old_slices if s.variant}
+    new_keys = {slice_key(s) for s in new.slices if s.variant}
+    stop = tuple(s for s in old_slices if s.variant and slice_key(s) not in new_keys)
+    starts = [s for s in new.slices if s.variant and slice_key(s) not in old_keys]
+    kept = old_layout & new_layout
+    return GpuChange(
+        gpu_id=new.gpu_id,
+        stop=stop,
+        start_kept=tuple(s for s in starts if s.placement in kept),
+        start_new=tuple(s for s in starts if s.placement not in kept),
+        mig_ops=len(old_layout ^ new_layout),
+    )
+
+
+def diff_plans(old: Plan | None, new: Plan) -> dict[str, GpuChange]:
+    """The GPUs of `new` that change, with what changes on each."""
+    before = {g.gpu_id: g for g in old.gpus} if old else {}
+    changes = (diff_gpu(before.get(g.gpu_id), g) for g in new.gpus)
+    return {c.gpu_id: c for c in changes if not c.is_noop}
+
+
+def plan_changed(old: Plan | None, new: Plan) -> bool:
+    """True if any GPU's layout, variants or batches differ (a share-only change is not a change)."""
+    if old is None:
+        return True
+    return bool(diff_plans(old, new)) or {g.gpu_id for g in old.gpus} != {g.gpu_id for g in new.gpus}

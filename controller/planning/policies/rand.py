@@ -6,14 +6,19 @@ the best SLA-meeting one.
 """
 from __future__ import annotations
 
-from controller.baselines.clover_sa import EXPLORE_LIMIT, LiveSearchPolicy, config_plan
-from controller.plan import Plan
+from controller.planning.plan import Plan
+from controller.planning.policies.clover_sa import (
+    EXPLORE_LIMIT,
+    LiveSearchPolicy,
+    config_plan,
+)
+from controller.planning.policies.interface import HourContext
 
 
 class RandPolicy(LiveSearchPolicy):
     name = "rand"
 
-    def decide(self, ctx) -> Plan:
+    def decide(self, ctx: HourContext) -> Plan:
         self._setup(ctx.problem)
         if not self.should_replan(ctx):
             return config_plan(ctx.problem, self.current)

@@ -1,7 +1,7 @@
 """run.log and its JSON-lines twin run.jsonl: one line per controller event.
 
 Every component that records something a user reads afterwards calls `RunLog.event`; the
-report (controller/report.py) and tests read `run.jsonl`. Event kinds and their fields are
+report (controller/accounting/report.py) and tests read `run.jsonl`. Event kinds and their fields are
 listed in docs/DESIGN.md ("run.log events").
 """
 from __future__ import annotations

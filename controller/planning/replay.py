@@ -4,7 +4,7 @@ Per hour the policy decides (possibly after live trials, for Clover's search); t
 a timeline of segments: trials, transitions (changed slices down), steady serving. Each
 segment is simulated request by request: Poisson arrivals at rate R, weighted-random routing
 by the plan's shares (so each replica sees an independent Poisson stream), per-replica FIFO
-queue with greedy dynamic batching (controller/queueing.py describes the same model), batch
+queue with greedy dynamic batching (controller/planning/queueing.py describes the same model), batch
 service times and busy power from the performance model. GPUs draw idle power all the time.
 
 Speed: a steady segment longer than `window_s` is represented by `warmup_s + window_s`
@@ -26,10 +26,17 @@ from typing import Callable
 
 import numpy as np
 
-from controller.objective import REFERENCE_CI, REFERENCE_PUE, carbon_g, clover_score
-from controller.plan import GpuPlan, Plan
-from controller.planner import changed_slices, transition_seconds
-from controller.planning_model import PlanningProblem, column_of, service_times, slice_profiles
+from configs.units import carbon_g
+from controller.planning.model import (
+    PlanningProblem,
+    column_of,
+    service_times,
+    slice_profiles,
+)
+from controller.planning.objective import REFERENCE_CI, REFERENCE_PUE, clover_score
+from controller.planning.plan import Plan, diff_plans
+from controller.planning.planner import transition_seconds
+from controller.planning.policies.interface import HourContext, Policy, TrialResult
 
 
 @dataclass(frozen=True)
@@ -39,31 +46,6 @@ class SimConfig:
     trial_s: float = 30.0  # Clover's artifact charges 30 s per explored configuration
     forecast_h: int = 6
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class TrialResult:
-    """What a live trial measured (what Clover's search sees)."""
-
-    energy_j: float
-    requests: float
-    accuracy: float
-    p95_ms: float
-    duration_s: float
-
-    def carbon_per_request(self, ci: float, pue: float) -> float:
-        return carbon_g(self.energy_j, ci, pue) / max(self.requests, 1e-9)
-
-
-@dataclass
-class HourContext:
-    hour: int
-    carbon_intensity: float
-    forecast: tuple[float, ...]
-    mean_carbon_intensity: float  # of the whole trace (Clover's re-plan threshold)
-    problem: PlanningProblem  # rate, SLA, λ, CI, current plan
-    deployed: Plan | None
-    trial: Callable[[Plan], TrialResult]
 
 
 class Tally:
@@ -125,7 +107,7 @@ def serve_replica(arrivals: np.ndarray, service_ms: np.ndarray, power_w: np.ndar
 
 
 def replica_p95_sim(rate_rps: float, service_ms, seconds: float, rng: np.random.Generator) -> float:
-    """Simulated p95 of one replica (for validating controller/queueing.py)."""
+    """Simulated p95 of one replica (for validating controller/planning/queueing.py)."""
     arr = np.sort(rng.uniform(0.0, seconds * 1000.0, rng.poisson(rate_rps * seconds)))
     lat, _ = serve_replica(arr, np.asarray(service_ms, float), np.zeros(len(service_ms)))
     skip = np.searchsorted(arr, 0.05 * seconds * 1000.0)
@@ -135,7 +117,7 @@ def replica_p95_sim(rate_rps: float, service_ms, seconds: float, rng: np.random.
 class Replay:
     """Runs one policy over the trace; `run()` returns its summary dict."""
 
-    def __init__(self, problem: PlanningProblem, trace_values: list[float], policy, config: SimConfig) -> None:
+    def __init__(self, problem: PlanningProblem, trace_values: list[float], policy: Policy, config: SimConfig) -> None:
         self.problem = problem
         self.trace = list(trace_values)
         self.policy = policy
@@ -201,13 +183,12 @@ class Replay:
     def _switch(self, new: Plan, exploration: bool = False) -> None:
         """Move from the deployed plan to `new`, simulating the transition downtime."""
         old = self.deployed
-        changes = changed_slices(old, new)
+        changes = diff_plans(old, new)
         if old is not None and changes:
             self.reconfigurations += 1
             secs = min(transition_seconds(self.problem, old, new), max(self._hour_left, 0.0))
             if getattr(self.policy, "make_before_break", True):
-                down = {(g.gpu_id, s.placement) for g in old.gpus for s in g.slices
-                        if g.gpu_id in changes and self._slice_changes(g, s, new)}
+                down = {(gid, s.placement) for gid, c in changes.items() for s in c.stop}
                 interim = self._interim(old, down)
                 self._segment(interim, secs, exploration)
             else:
@@ -215,11 +196,6 @@ class Replay:
                 interim = Plan(old.service, tuple(g for g in old.gpus if g.gpu_id not in stopped), old.rate_rps)
                 self._segment(self._interim(interim, set()) if interim.gpus else None, secs, exploration)
         self.deployed = new
-
-    @staticmethod
-    def _slice_changes(g: GpuPlan, s, new: Plan) -> bool:
-        ng = next(x for x in new.gpus if x.gpu_id == g.gpu_id)
-        return not any(n.placement == s.placement and n.variant == s.variant and n.batch == s.batch for n in ng.slices)
 
     def _interim(self, plan: Plan, down: set) -> Plan | None:
         """Serving replicas meanwhile, their shares in proportion to SLA capacity."""
@@ -313,8 +289,8 @@ def default_rate_rps(service, gpus, perf, fraction: float = 0.5) -> float:
 def run_policies(problem: PlanningProblem, trace_values: list[float], names: list[str],
                  config: SimConfig, on_skip: Callable[[str, str], None] | None = None) -> dict[str, PolicyRun]:
     """Replay every named policy (Base always, as the reference) and compare them to Base."""
-    from controller.baselines import get_policy
-    from controller.baselines.oracle import OracleTooLarge
+    from controller.planning.policies import get_policy
+    from controller.planning.policies.oracle import OracleTooLarge
 
     out: dict[str, PolicyRun] = {}
     for name in ["base", *[n for n in names if n != "base"]]:

@@ -1,18 +1,26 @@
-"""Bringing the serving stack up and down: Ray, Serve's HTTP proxy, the ingress, node agents.
+"""The cluster contract every Clover process shares: the Ray namespace, the names node agents
+register under, the custom resource a GPU node advertises, the environment Ray processes need,
+and the reachability check before joining a cluster.
 
-Shared by `controller run`, `controller demo`, the tests and the benchmark so that all of them
-start the system the same way.
+Ground floor: `controller`, `gpu_node` and the tests import it; it imports nothing of theirs.
 """
 from __future__ import annotations
 
 import os
 import socket
 import sys
-from typing import Any
 
-from gpu_node.agent import NAMESPACE, node_resource
+NAMESPACE = "clover"
+AGENT_PREFIX = "clover-agent-"
 
-NODE_RESOURCE_UNITS = 1000  # each replica takes 0.01: room for far more replicas than slices
+
+def agent_name(node: str) -> str:
+    return f"{AGENT_PREFIX}{node}"
+
+
+def node_resource(node: str) -> str:
+    """The custom Ray resource a GPU node advertises; replicas request a sliver of it to land there."""
+    return f"clover_node_{node}"
 
 
 def ray_env() -> None:
@@ -46,38 +54,3 @@ def check_address(address: str, timeout_s: float = 5.0) -> None:
             f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start the head with "
             f"`ray start --head --port {port}` there, or check host, port and firewall"
         ) from None
-
-
-def init_ray(address: str | None = None, *, local_nodes: tuple[str, ...] = (), num_cpus: int | None = None) -> None:
-    """Connect to a cluster, or start a local one whose only node also acts as `local_nodes`."""
-    import ray
-
-    ray_env()
-    if address:
-        check_address(address)
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
-        return
-    ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
-             num_cpus=num_cpus or max(2, os.cpu_count() or 2),
-             resources={node_resource(n): NODE_RESOURCE_UNITS for n in local_nodes})
-
-
-def start_ingress(service: str, *, host: str = "127.0.0.1", port: int = 8000, api_token: str | None = None) -> Any:
-    """Serve's HTTP proxy on host:port and the ingress application; returns the ingress handle."""
-    from ray import serve
-
-    from controller.serve_app import INGRESS_APP, ingress_app
-
-    serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
-    return serve.run(ingress_app(service, api_token), name=INGRESS_APP, route_prefix="/")
-
-
-def shutdown() -> None:
-    import ray
-    from ray import serve
-
-    if ray.is_initialized():
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()

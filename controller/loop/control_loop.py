@@ -28,61 +28,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from controller.plan import GpuPlan, Plan, SliceAssignment
-from controller.runlog import RunLog
+from controller.accounting.runlog import RunLog
+from controller.planning.plan import (
+    GpuChange,
+    GpuPlan,
+    Plan,
+    SliceAssignment,
+    diff_gpu,
+    plan_changed,
+    slice_key,
+)
 
 log = logging.getLogger(__name__)
 
-SliceKey = tuple[str, int, str, int]  # (profile, start, variant, batch)
-
 
 # ---- pure decisions --------------------------------------------------------------------------
-def slice_key(s: SliceAssignment) -> SliceKey:
-    return (s.placement.profile, s.placement.start, s.variant or "", s.batch)
-
-
-@dataclass(frozen=True)
-class GpuChange:
-    """What moving one GPU from `old` to `new` means."""
-
-    gpu_id: str
-    stop: tuple[SliceAssignment, ...]  # replicas that go away
-    start_kept: tuple[SliceAssignment, ...]  # new replicas on slices that stay (no MIG op needed)
-    start_new: tuple[SliceAssignment, ...]  # new replicas on slices that must be created
-    layout_changes: bool
-
-    @property
-    def is_noop(self) -> bool:
-        return not (self.stop or self.start_kept or self.start_new or self.layout_changes)
-
-
-def diff_gpu(old: GpuPlan | None, new: GpuPlan) -> GpuChange:
-    """Replicas to stop/start and whether the MIG layout changes (shares are ignored)."""
-    old_slices = old.slices if old else ()
-    old_layout = set(old.layout) if old else set()
-    new_layout = set(new.layout)
-    old_keys = {slice_key(s) for s in old_slices if s.variant}
-    new_keys = {slice_key(s) for s in new.slices if s.variant}
-    stop = tuple(s for s in old_slices if s.variant and slice_key(s) not in new_keys)
-    starts = [s for s in new.slices if s.variant and slice_key(s) not in old_keys]
-    kept = old_layout & new_layout
-    return GpuChange(
-        gpu_id=new.gpu_id,
-        stop=stop,
-        start_kept=tuple(s for s in starts if s.placement in kept),
-        start_new=tuple(s for s in starts if s.placement not in kept),
-        layout_changes=old_layout != new_layout,
-    )
-
-
-def plan_changed(old: Plan | None, new: Plan) -> bool:
-    """True if any GPU's layout, variants or batches differ (a share-only change is not a change)."""
-    if old is None:
-        return True
-    olds = {g.gpu_id: g for g in old.gpus}
-    return any(not diff_gpu(olds.get(g.gpu_id), g).is_noop for g in new.gpus) or set(olds) != {g.gpu_id for g in new.gpus}
-
-
 def order_changes(changes: list[GpuChange], capacity_lost: Callable[[GpuChange], float]) -> list[GpuChange]:
     """Cheapest first: the GPU whose step takes the least capacity offline goes first, so the
     steps that need most headroom run when the earlier ones have already added capacity."""
@@ -129,7 +89,7 @@ class LoopSettings:
     weights_dir: str | None = None
     min_rate_rps: float = 1.0
     # Hours of carbon forecast handed to the planner: a new plan is adopted only if it pays back
-    # its reconfiguration cost over them (controller/planner.py). 0: re-plan on the current value.
+    # its reconfiguration cost over them (controller/planning/planner.py). 0: re-plan on the current value.
     forecast_hours: int = 6
 
 
@@ -147,7 +107,7 @@ class GpuHandle:
 class _Running:
     """One running replica."""
 
-    spec: Any  # controller.replica.ReplicaSpec
+    spec: Any  # controller.serving.replica.ReplicaSpec
     assignment: SliceAssignment
     gpu_id: str
 
@@ -168,8 +128,8 @@ class ControlLoop:
                  ingress: Any, perf: Any | None = None, accountant: Any | None = None,
                  on_interval: Callable[[dict[str, Any]], None] | None = None) -> None:
         from configs import load_services
-        from controller.accounting import Accountant
-        from controller.metrics import CloverMetrics
+        from controller.accounting.attribution import Accountant
+        from controller.accounting.metrics import CloverMetrics
         from models.performance import PerformanceModel
 
         self.s = settings
@@ -197,7 +157,7 @@ class ControlLoop:
         self.accountant = accountant or Accountant(self.service, dict(gpu_list), self.perf)
         self.metrics = CloverMetrics(settings.service)
         if settings.sla_ms is None:
-            from controller.planning_model import base_p95_ms
+            from controller.planning.model import base_p95_ms
 
             self.s.sla_ms = base_p95_ms(self.service, gpu_list, self.perf, settings.rate_rps)
         self.log.event("start", f"controller for {settings.service}: λ={settings.lam}, SLA {self.s.sla_ms:.1f} ms, "
@@ -246,7 +206,7 @@ class ControlLoop:
 
     # -- model helpers ---------------------------------------------------------------------------
     def _problem(self, rate: float, ci: float, current: Plan | None = None) -> Any:
-        from controller.planning_model import PlanningProblem
+        from controller.planning.model import PlanningProblem
 
         gpus = tuple(sorted((g.gpu_id, g.gpu_type) for g in self.gpus.values()))
         return PlanningProblem(self.service, gpus, self.perf, max(rate, self.s.min_rate_rps), self.s.sla_ms,
@@ -255,7 +215,7 @@ class ControlLoop:
 
     def _rmax(self, gpu_type: str, s: SliceAssignment, sla_factor: float = 1.0) -> float:
         """Largest rate the replica carries with predicted p95 <= SLA × sla_factor."""
-        from controller.planning_model import column_of
+        from controller.planning.model import column_of
 
         problem = self._problem(self.rate_rps, self.carbon_now)
         return column_of(problem.with_(sla_ms=self.s.sla_ms * sla_factor), gpu_type, s).rmax_rps
@@ -271,7 +231,7 @@ class ControlLoop:
 
     # -- replicas and traffic ----------------------------------------------------------------------
     def _spec(self, gpu_id: str, s: SliceAssignment) -> Any:
-        from controller.replica import ReplicaSpec
+        from controller.serving.replica import ReplicaSpec
         from mig.placement import compute_slices_of
 
         h = self.gpus[gpu_id]
@@ -288,7 +248,7 @@ class ControlLoop:
         """Deploy and warm replicas (share 0) and register them with the router."""
         import ray
 
-        from controller.replica import deploy_replicas, stop_replicas
+        from controller.serving.replica import deploy_replicas, stop_replicas
 
         if not slices:
             return []
@@ -313,7 +273,7 @@ class ControlLoop:
 
     def _queue_bound(self, spec: Any) -> int:
         """Requests a replica may hold before a new one would miss the SLA (router admission)."""
-        from controller.router import queue_bound
+        from controller.serving.router import queue_bound
 
         tput = self.perf.throughput_rps(spec.variant_key, spec.gpu_type, spec.compute_slices, spec.batch)
         return queue_bound(tput, self.s.sla_ms, spec.batch)
@@ -322,7 +282,7 @@ class ControlLoop:
         """Drain (no new traffic, wait for in-flight) and delete replicas; release their slices."""
         import ray
 
-        from controller.replica import stop_replicas
+        from controller.serving.replica import stop_replicas
 
         if not names:
             return
@@ -353,7 +313,7 @@ class ControlLoop:
     def _set_shares(self, serving: list[str]) -> None:
         """Shares over the given replicas: the planner's optimal routing at the current rate, or
         (too little capacity for that) proportional to each replica's SLA capacity."""
-        from controller.planning_model import route
+        from controller.planning.model import route
 
         if not serving:
             return
@@ -483,7 +443,7 @@ class ControlLoop:
             return ()
 
     def replan(self) -> None:
-        from controller.planner import InfeasibleError, solve
+        from controller.planning.planner import InfeasibleError, solve
 
         if not self.gpus:
             self.log.event("error", "no GPU left to plan for", where="replan", error="no gpus")
@@ -522,7 +482,7 @@ class ControlLoop:
         """Measured energy, carbon, accuracy, p95 and requests of the interval that just ended."""
         import ray
 
-        from controller.accounting import SliceActivity
+        from controller.accounting.attribution import SliceActivity
         from mig.placement import compute_slices_of
 
         traffic = self._ingress("take_interval")

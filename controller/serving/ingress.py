@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 
-from controller.router import Router
+from controller.serving.router import Router
 
 INGRESS_APP = "clover"
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -175,7 +175,7 @@ class Ingress:
     async def force_plan(self, request: Request) -> JSONResponse:
         if (denied := self._authorised(request)) is not None:
             return denied
-        from controller.plan import Plan
+        from controller.planning.plan import Plan
 
         try:
             doc = await self._json_body(request)
@@ -184,10 +184,9 @@ class Ingress:
             return _json_error(422, f"body must be a plan as GET /v1/status shows it: {exc!r}")
         if plan.service != self.service:
             return _json_error(422, f"plan is for service {plan.service!r}, this controller serves {self.service!r}")
+        from configs import load_services
         from mig.errors import MigError
         from mig.placement import validate_layout
-
-        from configs import load_services
 
         service = load_services().get(self.service)
         for g in plan.gpus:

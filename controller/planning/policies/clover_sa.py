@@ -24,10 +24,11 @@ import math
 import random
 from dataclasses import dataclass
 
-from controller.baselines.base import Policy
-from controller.objective import REFERENCE_CI, REFERENCE_PUE, carbon_g, clover_score
-from controller.plan import GpuPlan, Plan, SliceAssignment
-from controller.planning_model import PlanningProblem, objective_for, slice_profiles
+from configs.units import carbon_g
+from controller.planning.model import PlanningProblem, objective_for, slice_profiles
+from controller.planning.objective import REFERENCE_CI, REFERENCE_PUE, clover_score
+from controller.planning.plan import GpuPlan, Plan, SliceAssignment
+from controller.planning.policies.interface import HourContext, Policy
 from mig.placement import enumerate_layouts
 
 T0, DELTA_T, T_MIN, K = 100.0, 5.0, 10.0, 1e-4
@@ -95,7 +96,7 @@ class LiveSearchPolicy(Policy):
         i = self.rng.randrange(len(self.layouts))
         return Config(i, tuple(self.rng.choice(self.names) for _ in self.sizes[i]))
 
-    def should_replan(self, ctx) -> bool:
+    def should_replan(self, ctx: HourContext) -> bool:
         cipue = ctx.carbon_intensity * ctx.problem.pue
         if self.optimized_cipue is not None:
             diff = abs(cipue - self.optimized_cipue) / (ctx.mean_carbon_intensity * ctx.problem.pue) * 100.0
@@ -104,7 +105,7 @@ class LiveSearchPolicy(Policy):
         self.optimized_cipue = cipue
         return True
 
-    def evaluate(self, ctx, cfg: Config) -> tuple[float, float, bool]:
+    def evaluate(self, ctx: HourContext, cfg: Config) -> tuple[float, float, bool]:
         """(score, p95, explored): a live trial unless measured before (then rescaled)."""
         problem = ctx.problem
         cipue = ctx.carbon_intensity * problem.pue
@@ -123,7 +124,7 @@ class LiveSearchPolicy(Policy):
 class CloverSAPolicy(LiveSearchPolicy):
     name = "clover-sa"
 
-    def decide(self, ctx) -> Plan:
+    def decide(self, ctx: HourContext) -> Plan:
         self._setup(ctx.problem)
         if not self.should_replan(ctx):
             return config_plan(ctx.problem, self.current)

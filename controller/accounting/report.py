@@ -1,7 +1,7 @@
 """`controller report RUN_DIR`: plots (PNG) and one self-contained HTML page from a run directory.
 
-Reads run.jsonl (controller/runlog.py; event kinds in docs/DESIGN.md) and emissions.csv
-(controller/emissions_csv.py). The per-interval series come from emissions.csv when it
+Reads run.jsonl (controller/accounting/runlog.py; event kinds in docs/DESIGN.md) and emissions.csv
+(controller/accounting/emissions_csv.py). The per-interval series come from emissions.csv when it
 exists, else from the `interval` events. Plots: carbon intensity, cumulative emissions vs
 `base`, accuracy and p95, and the configuration timeline (MIG layout and variant per GPU).
 The HTML inlines the PNGs as base64 so it can be mailed or attached as one file.
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from configs.units import J_PER_KWH, kwh
 
 PLOTS = ("carbon_intensity", "emissions_vs_base", "accuracy", "configuration")
 
@@ -65,13 +67,13 @@ def _ts(epoch: float) -> datetime:
 
 
 def load_intervals(run_dir: Path, events: list[dict]) -> list[Interval]:
-    from controller.emissions_csv import read_rows
+    from controller.accounting.emissions_csv import read_rows
 
     csv_path = run_dir / "emissions.csv"
     if csv_path.exists():
         return [Interval(
             t=datetime.fromisoformat(r["timestamp"]).replace(tzinfo=timezone.utc),
-            duration_s=float(r["duration"]), energy_j=float(r["energy_consumed"]) * 3.6e6,
+            duration_s=float(r["duration"]), energy_j=float(r["energy_consumed"]) * J_PER_KWH,
             carbon_g=float(r["emissions"]) * 1000, baseline_g=(_num(r.get("baseline_emissions")) or 0.0) * 1000,
             intensity=_num(r.get("carbon_intensity")), accuracy=_num(r.get("accuracy")), p95_ms=_num(r.get("p95_ms")),
             requests=int(_num(r.get("requests")) or 0), estimated=r.get("estimated") == "True",
@@ -99,7 +101,7 @@ def summarize(events: list[dict], intervals: list[Interval]) -> dict[str, Any]:
         "SLA (ms)": start.get("sla_ms", "?"),
         "intervals": len(intervals),
         "duration (s)": round(sum(i.duration_s for i in intervals), 1),
-        "energy (kWh)": round(sum(i.energy_j for i in intervals) / 3.6e6, 6),
+        "energy (kWh)": round(kwh(sum(i.energy_j for i in intervals)), 6),
         "carbon (g)": round(carbon, 3),
         "base carbon (g)": round(base, 3),
         "saved vs base (%)": round(100 * (base - carbon) / base, 2) if base > 0 else "n/a",
@@ -190,7 +192,7 @@ def _configuration_plot(out: Path, events: list[dict], end: datetime) -> Path:
     import matplotlib.pyplot as plt
 
     from configs import load_gpu_catalog
-    from controller.plan import Plan
+    from controller.planning.plan import Plan
 
     catalog = load_gpu_catalog()
     plans = [(_ts(e["ts"]), Plan.from_json(e["plan"])) for e in events if e.get("kind") == "plan" and e.get("plan")]
@@ -252,7 +254,7 @@ th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
     """Render the PNGs and report.html; returns their paths (HTML last)."""
-    from controller.runlog import read_events
+    from controller.accounting.runlog import read_events
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

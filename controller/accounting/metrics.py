@@ -7,7 +7,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from controller.accounting import IntervalAccount
+from controller.accounting.attribution import IntervalAccount
 from controller.carbon.base import CarbonReading
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -1,6 +1,6 @@
 """Predicted p95 latency of one replica: Poisson arrivals, greedy dynamic batching.
 
-Model (the one the replay simulator in controller/replay.py implements, so the two can be
+Model (the one the replay simulator in controller/planning/replay.py implements, so the two can be
 compared): requests arrive as a Poisson process of rate λ at a replica with a FIFO queue.
 Whenever the server is free and requests wait, it takes min(waiting, B) of them as one batch
 (work-conserving dynamic batching with no extra wait, like Triton's dynamic batcher with

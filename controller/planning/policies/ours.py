@@ -1,10 +1,10 @@
 """Our policies: the exact MILP every hour, with or without the reconfiguration pay-back."""
 from __future__ import annotations
 
-from controller.baselines.base import Policy
-from controller.objective import REFERENCE_CI
-from controller.plan import Plan
-from controller.planner import solve
+from controller.planning.objective import REFERENCE_CI
+from controller.planning.plan import Plan
+from controller.planning.planner import solve
+from controller.planning.policies.interface import HourContext, Policy
 
 
 class OursPolicy(Policy):
@@ -13,7 +13,7 @@ class OursPolicy(Policy):
 
     name = "ours"
 
-    def decide(self, ctx) -> Plan:
+    def decide(self, ctx: HourContext) -> Plan:
         return solve(ctx.problem)
 
 
@@ -22,7 +22,7 @@ class OursMyopicPolicy(Policy):
 
     name = "ours-myopic"
 
-    def decide(self, ctx) -> Plan:
+    def decide(self, ctx: HourContext) -> Plan:
         return solve(ctx.problem.with_(forecast=()))
 
 
@@ -33,5 +33,5 @@ class EnergyOnlyPolicy(Policy):
 
     name = "energy-only"
 
-    def decide(self, ctx) -> Plan:
+    def decide(self, ctx: HourContext) -> Plan:
         return solve(ctx.problem.with_(lam=1.0, carbon_intensity=REFERENCE_CI, forecast=(), current=None))

@@ -1,11 +1,16 @@
 """Policies the replay simulator can run, by name (`get_policy`)."""
 from __future__ import annotations
 
-from controller.baselines.base import BasePolicy, Policy
-from controller.baselines.clover_sa import CloverSAPolicy
-from controller.baselines.oracle import OraclePolicy
-from controller.baselines.ours import EnergyOnlyPolicy, OursMyopicPolicy, OursPolicy
-from controller.baselines.rand import RandPolicy
+from controller.planning.policies.base import BasePolicy
+from controller.planning.policies.clover_sa import CloverSAPolicy
+from controller.planning.policies.interface import Policy
+from controller.planning.policies.oracle import OraclePolicy
+from controller.planning.policies.ours import (
+    EnergyOnlyPolicy,
+    OursMyopicPolicy,
+    OursPolicy,
+)
+from controller.planning.policies.rand import RandPolicy
 
 POLICIES: dict[str, type[Policy]] = {
     p.name: p for p in (BasePolicy, OursPolicy, OursMyopicPolicy, CloverSAPolicy, RandPolicy, OraclePolicy, EnergyOnlyPolicy)

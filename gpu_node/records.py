@@ -1,0 +1,86 @@
+"""Typed records a node agent returns across the Ray boundary (pickled dataclasses, not dicts).
+
+They are the whole contract between a GPU node and the controller: what the node has (`NodeInfo`
+→ `GpuRecord` → `SliceRecord`), what a re-partition did (`MigOpRecord`), who holds a slice
+(`LeaseRecord`) and what the GPUs consumed (`IntervalEnergy`). Frozen, so a record read once is
+a snapshot, never a live view.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SliceRecord:
+    """One partition of a GPU: a MIG instance, or an MPS share on a GPU without MIG."""
+
+    gi_id: int  # GPU-instance id (MIG) or the share's id on its GPU (MPS)
+    profile: str  # "3g.40gb": the same names for MIG and MPS, so the planner is unchanged
+    start: int  # placement slot
+    size: int  # memory slices
+    uuid: str  # MIG device UUID, or the GPU UUID for an MPS share
+    env: dict[str, str] = field(default_factory=dict)  # what a process on this slice must see
+
+    @property
+    def slice_id(self) -> str:
+        """Unique within its GPU: "profile@start" (the accountant's and the replica's key)."""
+        return f"{self.profile}@{self.start}"
+
+
+@dataclass(frozen=True)
+class GpuRecord:
+    index: int  # on its node
+    gpu_id: str  # cluster-wide id "<node>/gpu<index>"
+    uuid: str
+    name: str
+    gpu_type: str
+    partitioning: str  # "mig" or "mps"
+    enabled: bool  # MIG mode on / MPS control daemon running: the GPU can be partitioned
+    slices: tuple[SliceRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node: str
+    resource: str  # custom Ray resource replicas of this node request
+    ray_node_id: str
+    simulated: bool
+    started_at: float  # wall-clock start of this agent process: a new value means it restarted
+    gpus: tuple[GpuRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class MigOpRecord:
+    """One destroy/create the agent ran, in the order it ran them."""
+
+    node: str
+    gpu: int
+    op: str  # "create" or "destroy"
+    profile: str
+    start: int
+    duration_s: float
+    ok: bool
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """A replica's claim on a slice; renewed while the replica lives, stale once it is not."""
+
+    gpu: int
+    gi_id: int
+    owner: str  # the replica's Serve application name
+    renewed_at: float  # wall clock (persists across restarts, unlike a monotonic clock)
+    stale: bool
+
+
+@dataclass(frozen=True)
+class IntervalEnergy:
+    """Energy per GPU and busy seconds per slice since the agent's previous reading."""
+
+    energy_j: dict[str, float]  # gpu_id -> joules
+    busy_s: dict[str, dict[str, float]]  # gpu_id -> slice_id -> seconds
+    duration_s: float
+    estimated: bool
+    source: str
+    notes: tuple[str, ...] = ()
