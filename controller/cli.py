@@ -15,6 +15,7 @@ from configs.cli import dispatch, make_parser
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("controller.loop.run_cmd", "run the controller: deploy the Serve app and the carbon-aware control loop"),
+    "stop": ("controller.loop.stop_cmd", "stop a controller started with `controller run --detach`"),
     "demo": ("controller.demo", "controller + simulated 2-GPU node + load generator on this machine"),
     "simulate": ("controller.planning.simulate_cmd", "replay a carbon trace through policies on the performance model"),
     "carbon": ("controller.carbon.cli", "print the current carbon intensity from a source"),

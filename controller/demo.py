@@ -70,7 +70,7 @@ def summarise(load: Any, loop: Any, reconfigurations: int, slice_p95_ms: float) 
         "accuracy": round(t.accuracy or 0.0, 3),
         "baseline_accuracy": t.baseline_accuracy,
         "p95_ms": round(slice_p95_ms, 2),
-        "sla_ms": round(loop.s.sla_ms, 2),
+        "sla_ms": round(loop.settings.sla, 2),
         "client_p95_ms": round(load.latency_ms.get("p95") or 0.0, 2),
     }
 
@@ -103,8 +103,10 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
     defaults drop to what a laptop serves in real time: the service's two smallest variants at
     2 req/s. Latency is then CPU latency, not the GPU figures the SLA is derived from.
     """
-    from controller.loop.run_cmd import known_service, make_loop
-    from controller.serving.runtime import init_ray, shutdown, start_ingress
+    from controller.loop.assemble import LoopSpec, allowed_variants, build_loop, known_service
+    from controller.loop.interval import TrafficWindow
+    from controller.loop.settings import LoopSettings
+    from controller.serving.runtime import init_ray, shutdown, start_serving
     from gpu_node.agent import AgentConfig, start_agent
     from loadgen.arrivals import RateTrace
     from loadgen.generator import run_load_sync
@@ -115,22 +117,22 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
         variants = variants or ",".join(v.name for v in svc.variants[:2])
     rate = rate if rate is not None else (2.0 if execution == "real" else 20.0)
     if out.exists():
-        for name in ("run.log", "run.jsonl", "emissions.csv", "summary.json", "node-state"):
+        for name in ("run.log", "run.jsonl", "emissions.csv", "summary.json", "node-state", "state"):
             p = out / name
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
+    settings = LoopSettings(service, lam, None, replan_every, rate, execution=execution,
+                            variants=allowed_variants(svc, variants), reconcile_every_s=min(2.0, replan_every))
     init_ray(local_nodes=(DEMO_NODE,))
     try:
         agent = start_agent(AgentConfig(DEMO_NODE, gpus=2, gpu_type="H100-80GB", state_dir=str(out / "node-state")),
-                            detached=False)
-        ingress = start_ingress(service, port=port)
-        args = argparse.Namespace(service=service, carbon_source=carbon_source, time_scale=TRACE_DAY_S / duration_s,
-                                  lam=lam, sla_ms=None, replan_every=replan_every, rate=rate, pue=1.5,
-                                  execution=execution, echo=echo, variants=variants)
-        loop = make_loop(args, {DEMO_NODE: agent}, ingress, out)
+                            detached=False)  # keep the handle: it owns the (non-detached) agent
+        bus = start_serving([service], port=port, ingress_replicas=settings.ingress_replicas)
+        loop = build_loop(LoopSpec(settings, carbon_source, TRACE_DAY_S / duration_s, str(out), echo))
         loop.start()  # first deployment, before any load
         first_steps = loop.stats.reconfigurations
+        run_traffic = TrafficWindow(bus)
         worker = threading.Thread(target=loop.run, name="control-loop", daemon=True)
         worker.start()
         try:
@@ -140,13 +142,14 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
             loop.stop()
             worker.join()
         loop.finish()
-        summary = summarise(load, loop, loop.stats.reconfigurations - first_steps,
-                            ingress.run_p95_ms.remote().result(timeout_s=60))
-        loop.log.event("end", f"demo finished: {summary['carbon_saving_pct']:.1f}% carbon saved vs base, "
-                              f"{summary['requests_failed']} failed requests", summary=summary)
+        served, _ = run_traffic.take()
+        summary = summarise(load, loop, loop.stats.reconfigurations - first_steps, served.p_ms(0.95) or 0.0)
+        loop.events.event("end", f"demo finished: {summary['carbon_saving_pct']:.1f}% carbon saved vs base, "
+                                 f"{summary['requests_failed']} failed requests", summary=summary)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
     finally:
+        del agent
         shutdown()
 
 

@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from configs.cluster import AGENT_PREFIX, NAMESPACE, agent_name, node_resource
+from configs.cluster import NAMESPACE, agent_name, node_resource
+from gpu_node.records import GpuRecord, IntervalEnergy, LeaseRecord, MigOpRecord, NodeInfo, SliceRecord
 from mig.types import GpuInstance, Placement, canonical
+
+LEASE_TTL_S = 30.0  # a lease not renewed for this long is stale (replicas renew every 5 s)
 
 
 @dataclass(frozen=True)
@@ -35,9 +38,8 @@ class AgentConfig:
     mig_op_delay_s: float = 0.0  # simulated nvidia-smi latency per create/destroy
 
 
-def _slice_json(inst: GpuInstance) -> dict[str, Any]:
-    return {"gi_id": inst.gi_id, "profile": inst.profile, "start": inst.start, "size": inst.size,
-            "uuid": inst.uuid}
+def _slice_record(inst: GpuInstance) -> SliceRecord:
+    return SliceRecord(inst.gi_id, inst.profile, inst.start, inst.size, inst.uuid, {"CUDA_VISIBLE_DEVICES": inst.uuid})
 
 
 class NodeAgent:
@@ -67,6 +69,8 @@ class NodeAgent:
 
             self.backend = NvidiaSmiBackend()
         self._busy_seen: dict[tuple[int, str], float] = {}  # (gpu, slice) -> busy seconds at last read
+        self._started_at = time.time()
+        self._leases: dict[tuple[int, int, str], float] = {}  # (gpu, gi_id, owner) -> renewed at
         self._meter = self._make_meter()
         self._meter.begin_window("interval")
 
@@ -89,22 +93,21 @@ class NodeAgent:
     def ping(self) -> str:
         return self.cfg.node
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> NodeInfo:
         """The node, its GPUs and their current slices (MIG UUID, profile, placement)."""
         import ray
 
         gpus = []
         for g in self.backend.list_gpus():
-            slices = [_slice_json(i) for i in self.backend.list_instances(g.index)] if g.mig_enabled else []
-            gpus.append({"index": g.index, "gpu_id": self.gpu_id(g.index), "uuid": g.uuid, "name": g.name,
-                         "gpu_type": g.gpu_type, "mig_enabled": g.mig_enabled, "slices": slices})
-        return {"node": self.cfg.node, "resource": node_resource(self.cfg.node),
-                "ray_node_id": ray.get_runtime_context().get_node_id(), "simulated": self.cfg.simulate,
-                "gpus": gpus}
+            slices = tuple(_slice_record(i) for i in self.backend.list_instances(g.index)) if g.mig_enabled else ()
+            gpus.append(GpuRecord(g.index, self.gpu_id(g.index), g.uuid, g.name, g.gpu_type, "mig", g.mig_enabled,
+                                  slices))
+        return NodeInfo(self.cfg.node, node_resource(self.cfg.node), ray.get_runtime_context().get_node_id(),
+                        self.cfg.simulate, self._started_at, tuple(gpus))
 
     # -- MIG changes --------------------------------------------------------------------------
-    def apply_layout(self, gpu: int, target: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Re-partition one GPU to `target` ([{profile, start}]) with the fewest destroy/create ops.
+    def apply_layout(self, gpu: int, target: list[Placement]) -> list[MigOpRecord]:
+        """Re-partition one GPU to `target` with the fewest destroy/create ops.
 
         Returns one record per operation (op, profile, start, duration_s, ok, error, uuid) in the
         order run; stops at the first failure (the caller decides how to roll back).
@@ -112,15 +115,15 @@ class NodeAgent:
         from mig.errors import MigError
         from mig.repartition import apply_plan, plan_repartition
 
-        layout = canonical([Placement.from_json(p) for p in target])
-        ops: list[dict[str, Any]] = []
+        layout = canonical(target)
+        ops: list[MigOpRecord] = []
 
         def on_op(op: str, p: Placement, duration_s: float, error: MigError | None) -> None:
             if self.cfg.simulate and self.cfg.mig_op_delay_s:
                 time.sleep(self.cfg.mig_op_delay_s)
                 duration_s += self.cfg.mig_op_delay_s
-            ops.append({"node": self.cfg.node, "gpu": gpu, "op": op, "profile": p.profile, "start": p.start,
-                        "duration_s": duration_s, "ok": error is None, "error": str(error or "")})
+            ops.append(MigOpRecord(self.cfg.node, gpu, op, p.profile, p.start, duration_s, error is None,
+                                   str(error or "")))
 
         with self._lock:
             plan = plan_repartition(self.backend.list_instances(gpu), layout)
@@ -130,14 +133,35 @@ class NodeAgent:
                 pass  # recorded by on_op; the caller rolls back from the returned records
         return ops
 
-    def mark_in_use(self, gpu: int, gi_id: int, owner: str) -> None:
-        """Tell a simulated backend a replica uses the slice (a real driver sees the process)."""
-        if hasattr(self.backend, "mark_in_use"):
-            self.backend.mark_in_use(gpu, gi_id, owner)
+    def acquire_lease(self, gpu: int, gi_id: int, owner: str) -> None:
+        """A replica uses (or still uses) the slice; also renews its lease."""
+        with self._lock:
+            self._leases[(gpu, gi_id, owner)] = time.time()
+            self._mark(gpu, gi_id)
 
-    def release(self, gpu: int, gi_id: int, owner: str) -> None:
-        if hasattr(self.backend, "release"):
-            self.backend.release(gpu, gi_id, owner)
+    def release_lease(self, gpu: int, gi_id: int, owner: str) -> None:
+        with self._lock:
+            self._leases.pop((gpu, gi_id, owner), None)
+            self._mark(gpu, gi_id)
+
+    def leases(self) -> list[LeaseRecord]:
+        now = time.time()
+        return [LeaseRecord(g, gi, o, t, now - t > LEASE_TTL_S) for (g, gi, o), t in self._leases.items()]
+
+    def release_leases(self, owners: list[str]) -> list[LeaseRecord]:
+        gone = [lease for lease in self.leases() if lease.owner in owners]
+        for lease in gone:
+            self.release_lease(lease.gpu, lease.gi_id, lease.owner)
+        return gone
+
+    def _mark(self, gpu: int, gi_id: int) -> None:
+        """Tell a simulated backend whether a process uses the slice (a real driver sees processes)."""
+        if not self.cfg.simulate:
+            return
+        if any(g == gpu and gi == gi_id for g, gi, _ in self._leases):
+            self.backend.mark_in_use(gpu, gi_id, "clover")
+        else:
+            self.backend.release(gpu, gi_id, "clover")
 
     # -- execution and energy ------------------------------------------------------------------
     def record_batch(self, gpu: int, compute_slices: int, variant_key: str, batch: int, slice_id: str) -> float:
@@ -149,7 +173,7 @@ class NodeAgent:
         self._busy_seen.setdefault((gpu, slice_id), 0.0)
         return float(dev.execute(compute_slices, variant_key, batch, slice_id))
 
-    def interval_energy(self) -> dict[str, Any]:
+    def interval_energy(self) -> IntervalEnergy:
         """Joules per GPU and busy seconds per slice since the previous call (one meter window
         per control interval); what the accountant needs to attribute energy to slices."""
         m = self._meter.end_window("interval")
@@ -163,8 +187,7 @@ class NodeAgent:
         # the simulated meter is keyed by our GPU ids already; NVML's by "gpu<index>"
         energy = {k if k in self._gpu_ids() else self.gpu_id(int(k.removeprefix("gpu"))): v
                   for k, v in m.energy_j.items()}
-        return {"energy_j": energy, "busy_s": busy, "duration_s": m.duration_s,
-                "estimated": m.estimated, "notes": list(m.notes), "source": m.source}
+        return IntervalEnergy(energy, busy, m.duration_s, m.estimated, m.source, tuple(m.notes))
 
 
 def start_agent(cfg: AgentConfig, *, ray_node_id: str | None = None, detached: bool = True) -> Any:
@@ -184,18 +207,8 @@ def start_agent(cfg: AgentConfig, *, ray_node_id: str | None = None, detached: b
         get_if_exists=True,
         num_cpus=0,
         max_concurrency=16,  # record_batch from many replicas while a re-partition runs
+        max_restarts=-1,  # a killed agent comes back and rebuilds its view from the MIG backend
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
     ).remote(cfg)
     ray.get(handle.ping.remote())
     return handle
-
-
-def find_agents() -> dict[str, Any]:
-    """Every live node agent in the cluster, by node name."""
-    import ray
-
-    out = {}
-    for a in ray.util.list_named_actors(all_namespaces=True):
-        if a["namespace"] == NAMESPACE and a["name"].startswith(AGENT_PREFIX):
-            out[a["name"].removeprefix(AGENT_PREFIX)] = ray.get_actor(a["name"], namespace=NAMESPACE)
-    return out

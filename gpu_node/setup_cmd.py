@@ -16,7 +16,9 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+
+from gpu_node.agent import AgentConfig
+from gpu_node.records import NodeInfo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +90,7 @@ def ensure_ray_token(joining: bool) -> None:
                          "run `ray get-auth-token --generate` and retry")
 
 
-def bring_up_agent(cfg: Any, ray_node_id: str | None = None) -> dict[str, Any]:
+def bring_up_agent(cfg: AgentConfig, ray_node_id: str | None = None) -> NodeInfo:
     """Start the detached node agent on a Ray node (this one by default) and return its info()."""
     import ray
 
@@ -98,21 +100,21 @@ def bring_up_agent(cfg: Any, ray_node_id: str | None = None) -> dict[str, Any]:
     return ray.get(agent.info.remote())
 
 
-def print_summary(info: dict[str, Any], address: str, warnings: list[str]) -> None:
+def print_summary(info: NodeInfo, address: str, warnings: list[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"Clover node {info['node']} ({'simulated' if info['simulated'] else 'NVIDIA'}) joined {address}")
+    t = Table(title=f"Clover node {info.node} ({'simulated' if info.simulated else 'NVIDIA'}) joined {address}")
     for col in ("GPU", "type", "MIG", "slices (profile@start → MIG UUID)"):
         t.add_column(col)
-    for g in info["gpus"]:
-        slices = "\n".join(f"{s['profile']}@{s['start']} → {s['uuid']}" for s in g["slices"]) or "-"
-        t.add_row(str(g["index"]), g["gpu_type"], "on" if g["mig_enabled"] else "off", slices)
+    for g in info.gpus:
+        slices = "\n".join(f"{s.profile}@{s.start} → {s.uuid}" for s in g.slices) or "-"
+        t.add_row(str(g.index), g.gpu_type, "on" if g.enabled else "off", slices)
     c = Console()
     c.print(t)
     for w in warnings:
         c.print(f"[yellow]warning:[/] {w}")
-    c.print(f"agent: clover-agent-{info['node']} (namespace clover), resource {info['resource']}")
+    c.print(f"agent: clover-agent-{info.node} (namespace clover), resource {info.resource}")
 
 
 def run(args: argparse.Namespace) -> int:

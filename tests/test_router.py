@@ -1,18 +1,20 @@
-"""The ingress routing rules: exact shares, drain, bounded queues, saturation."""
+"""The ingress routing rules: exact shares, drain, bounded queues, saturation, declarative sync."""
 from collections import Counter
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.serving.router import Router, queue_bound
+from controller.serving.router import RouteEntry, Router, RoutingTable, per_ingress_bound, queue_bound
+
+
+def _entry(name: str, share: float, max_queue: int = 1000, draining: bool = False) -> RouteEntry:
+    return RouteEntry(name, "svc", name.split("-")[0], share, max_queue, draining)
 
 
 def _router(shares: dict[str, float], max_queue: int = 1000) -> Router:
     r = Router()
-    for name in shares:
-        r.add(name, variant=name.split("-")[0], max_queue=max_queue)
-    r.set_shares(shares)
+    r.sync(_entry(n, s, max_queue) for n, s in shares.items())
     return r
 
 
@@ -48,8 +50,9 @@ def test_draining_replica_gets_nothing_and_finishes_in_flight():
     r = _router({"a-1": 0.5, "b-1": 0.5})
     held = [r.acquire() for _ in range(4)]
     assert r.inflight("a-1") == 2
-    r.drain("a-1")
+    r.sync([_entry("a-1", 0.0, draining=True), _entry("b-1", 0.5)])
     assert set(_route_n(r, 50)) == {"b-1"}
+    assert r.inflight("a-1") == 2  # a new table keeps the requests already in flight
     for h in held:
         r.release(h.name)
     assert r.inflight("a-1") == 0
@@ -65,35 +68,45 @@ def test_full_replica_is_skipped_then_saturation_returns_none():
 
 
 def test_zero_share_replica_is_warm_but_unused():
-    r = _router({"a-1": 1.0})
-    r.add("b-1", "b", max_queue=10)  # started and warming: no traffic yet
+    r = _router({"a-1": 1.0, "b-1": 0.0})  # b started and warming: no traffic yet
     assert set(_route_n(r, 20)) == {"a-1"}
-    r.set_shares({"b-1": 1.0})
+    r.sync([_entry("a-1", 0.0), _entry("b-1", 1.0)])
     assert set(_route_n(r, 20)) == {"b-1"}
 
 
-def test_bad_configuration_is_rejected_with_names():
-    r = _router({"a-1": 1.0})
-    with pytest.raises(KeyError, match="unknown replicas.*zzz"):
-        r.set_shares({"zzz": 1.0})
-    with pytest.raises(ValueError, match=">= 0"):
-        r.set_shares({"a-1": -1.0})
-    with pytest.raises(ValueError, match="max_queue"):
-        r.add("c", "c", 0)
+def test_no_route_before_the_first_table_is_not_saturation():
+    r = Router()
+    assert not r.has_routes() and r.acquire() is None
+    r.sync([_entry("a-1", 1.0)])
+    assert r.has_routes()
 
 
-def test_queue_bound_follows_sla_and_batch():
+def test_bad_entries_are_rejected_with_names():
+    with pytest.raises(ValueError, match="zzz.*>= 0"):
+        _entry("zzz", -1.0)
+    with pytest.raises(ValueError, match="c.*max_queue"):
+        _entry("c", 1.0, max_queue=0)
+
+
+def test_queue_bound_follows_sla_and_batch_and_is_split_over_ingress_replicas():
     assert queue_bound(100.0, 200.0, 1) == 20  # 100 req/s × 0.2 s
     assert queue_bound(1.0, 100.0, 8) == 32  # never below four batches
+    assert per_ingress_bound(20, 2) == 10 and per_ingress_bound(5, 2) == 3 and per_ingress_bound(1, 4) == 1
 
 
 def test_new_queue_bounds_keep_shares_and_inflight():
     """An SLA change (POST /v1/config) re-bounds admission without dropping the routes' traffic."""
-    r = Router()
-    r.add("a", "b0", 2)
-    r.set_shares({"a": 1.0})
+    r = _router({"a": 1.0}, max_queue=2)
     assert r.acquire() is not None and r.acquire() is not None
     assert r.acquire() is None  # bound 2 reached
-    r.set_bounds({"a": 3, "unknown": 9})
+    r.sync([_entry("a", 1.0, max_queue=3)])
     assert r.acquire() is not None  # same share, same in-flight count, one more admitted
     assert r.acquire() is None
+
+
+def test_table_equality_ignores_the_version():
+    a = RoutingTable(1, (_entry("a-1", 1.0),))
+    assert a.same_routes(RoutingTable(7, (_entry("a-1", 1.0),)))
+    assert not a.same_routes(RoutingTable(7, (_entry("a-1", 0.5),)))
+    assert not a.same_routes(None)
+    assert RoutingTable(2, (_entry("a-1", 1.0), RouteEntry("q", "albert", "base", 1.0, 4))).services() == ("albert", "svc")

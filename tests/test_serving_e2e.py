@@ -6,7 +6,6 @@ resources) serve yolo. The carbon signal is a recorded-format trace that swings 
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -17,7 +16,8 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from controller.accounting.runlog import RunLog, read_events  # noqa: E402
-from controller.loop.control_loop import ControlLoop, LoopSettings  # noqa: E402
+from controller.loop.control_loop import ControlLoop  # noqa: E402
+from controller.loop.settings import LoopSettings  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,10 @@ class SteppedClock:
 def stack(tmp_path_factory):
     from controller.carbon.spec import make_source
     from controller.demo import free_port
-    from controller.serving.runtime import init_ray, shutdown, start_ingress
+    from controller.loop.fleet import RayFleet
+    from controller.loop.replicas import ServeReplicas
+    from controller.loop.state import StateStore
+    from controller.serving.runtime import init_ray, shutdown, start_serving
     from gpu_node.agent import AgentConfig, start_agent
 
     run_dir = tmp_path_factory.mktemp("run")
@@ -55,15 +58,17 @@ def stack(tmp_path_factory):
                              detached=False),
     }
     port = free_port()
-    ingress = start_ingress("yolo", port=port, api_token=TOKEN)
+    bus = start_serving(["yolo"], port=port, api_token=TOKEN)
     clock = SteppedClock()
     carbon = make_source(f"trace:{TRACE}", clock=clock)
     # forecast_hours=0: the swing trace would never pay back a switch; this test is about switching.
     loop = ControlLoop(LoopSettings("yolo", lam=0.5, sla_ms=None, replan_every_s=5.0, rate_rps=RATE,
                                     forecast_hours=0),
-                       runlog=RunLog(run_dir), carbon=carbon, agents=agents, ingress=ingress)
+                       events=RunLog(run_dir), carbon=carbon, fleet=RayFleet(), runtime=ServeReplicas(), bus=bus,
+                       store=StateStore(run_dir / "state" / "desired.json"))
     loop.start()
-    yield {"loop": loop, "url": f"http://127.0.0.1:{port}", "agents": agents, "clock": clock, "run_dir": run_dir}
+    yield {"loop": loop, "url": f"http://127.0.0.1:{port}", "agents": agents, "clock": clock, "run_dir": run_dir,
+           "bus": bus}
     shutdown()
 
 
@@ -89,21 +94,28 @@ def _load_in_background(url: str, duration_s: float) -> tuple[threading.Thread, 
     return t, out
 
 
+def _replicas(loop) -> dict:
+    return dict(loop.routes.book.specs)
+
+
 def test_first_plan_runs_one_replica_per_mig_slice(stack):
     loop = stack["loop"]
     for node, agent in stack["agents"].items():
         info = ray.get(agent.info.remote())
-        for g in info["gpus"]:
-            planned = {(s.placement.profile, s.placement.start) for s in loop.running[g["gpu_id"]].slices}
-            assert {(s["profile"], s["start"]) for s in g["slices"]} == planned
+        for g in info.gpus:
+            planned = {(s.placement.profile, s.placement.start) for p in loop.plan.gpus if p.gpu_id == g.gpu_id
+                       for s in p.slices}
+            assert {(s.profile, s.start) for s in g.slices} == planned
     from ray import serve
 
-    for name, r in loop.replicas.items():
+    for name, spec in _replicas(loop).items():
         stats = serve.get_app_handle(name).stats.remote().result()
-        assert stats["cuda_visible_devices"] == r.spec.mig_uuid and r.spec.mig_uuid.startswith("MIG-")
+        uuid = spec.device_env["CUDA_VISIBLE_DEVICES"]
+        assert stats["cuda_visible_devices"] == uuid and uuid.startswith("MIG-")
     status = httpx.get(stack["url"] + "/v1/status").json()
     assert status["plan"]["service"] == "yolo" and status["replicas"]
     assert abs(sum(r["share"] for r in status["replicas"]) - 1.0) < 1e-6
+    assert status["desired_version"] >= 1 and status["ingress"]["routing_version"] == status["routing_version"]
 
 
 def test_repartitions_under_load_lose_no_request(stack):
@@ -148,7 +160,7 @@ def test_malformed_payloads_get_4xx_and_replicas_stay_healthy(stack, body, statu
     from ray import serve
 
     apps = serve.status().applications
-    assert all(apps[n].status == "RUNNING" for n in stack["loop"].replicas)
+    assert all(apps[n].status == "RUNNING" for n in _replicas(stack["loop"]))
 
 
 def test_oversized_body_gets_413(stack):
@@ -165,27 +177,40 @@ def test_oversized_body_gets_413(stack):
 
 def test_state_changing_endpoints_need_the_bearer_token(stack):
     url = stack["url"] + "/v1/config"
+    loop = stack["loop"]
     assert httpx.post(url, json={"lambda": 0.3}).status_code == 401
     assert httpx.post(url, json={"lambda": 0.3}, headers={"Authorization": "Bearer wrong"}).status_code == 401
     auth = {"Authorization": f"Bearer {TOKEN}"}
     assert httpx.post(url, json={"lambda": 7}, headers=auth).status_code == 422
+    assert httpx.post(url, json={"lambda": 0.3, "service": "nope"}, headers=auth).status_code == 404
+    t0 = time.monotonic()
     assert httpx.post(url, json={"lambda": 0.3}, headers=auth).status_code == 200
-    stack["loop"].handle_commands()
-    assert stack["loop"].s.lam == 0.3
-    # an SLA change re-bounds the router's queues at once (admission follows the new SLA)
-    loop, sla = stack["loop"], stack["loop"].s.sla_ms
-    bounds = {r["name"]: r["max_queue"] for r in loop.ingress.routes.remote().result()}
+    assert httpx.get(stack["url"] + "/v1/status").json()["lambda"] == 0.3  # shown at once, before the loop acts
+    assert time.monotonic() - t0 < 1.0
+    loop.handle_commands()
+    assert loop.settings.lam == 0.3
+    # an SLA change re-bounds the router's queues as soon as the loop re-publishes the routes
+    sla = loop.settings.sla
+
+    def bounds() -> dict:
+        table = stack["bus"].table()
+        return {e.name: e.max_queue for e in table.entries}
+
+    before = bounds()
     assert httpx.post(url, json={"sla_ms": sla * 20}, headers=auth).status_code == 200
     loop.handle_commands()
-    wider = {r["name"]: r["max_queue"] for r in loop.ingress.routes.remote().result()}
-    assert wider.keys() == bounds.keys() and all(wider[n] > bounds[n] for n in bounds)
+    assert loop.pending_replan == "config"  # the loop re-plans at its next step (within a second when running)
+    loop.routes.publish(loop.model, loop.rate_rps, loop.carbon_now)
+    wider = bounds()
+    assert wider.keys() == before.keys() and all(wider[n] > before[n] for n in before)
     assert httpx.post(url, json={"sla_ms": sla}, headers=auth).status_code == 200
     loop.handle_commands()
-    assert {r["name"]: r["max_queue"] for r in loop.ingress.routes.remote().result()} == bounds
+    loop.routes.publish(loop.model, loop.rate_rps, loop.carbon_now)
+    assert bounds() == before
     assert TOKEN not in (stack["run_dir"] / "run.log").read_text()
+    loop.publish_status()
     metrics = httpx.get(stack["url"] + "/metrics").text
     assert 'clover_carbon_total_grams_total{service="yolo"}' in metrics
-    assert 'clover_requests_total{service="yolo",variant=' in metrics
 
 
 def _plan_changing_node1(loop) -> dict:
@@ -235,23 +260,27 @@ def test_forced_plan_needs_token_and_is_validated(stack):
 
 def test_failed_step_rolls_back_to_a_serving_state(stack):
     loop, run_dir = stack["loop"], stack["run_dir"]
-    before = loop.running["node0/gpu0"]
+    before = next(g for g in loop.plan.gpus if g.gpu_id == "node0/gpu0")
     seen = len(read_events(run_dir))
     worker, out = _load_in_background(stack["url"], duration_s=12.0)
     time.sleep(1.0)
-    loop.apply(_plan_with_bad_node0_layout(loop))  # as if the planner produced an impossible layout
+    loop._set_desired(_plan_with_bad_node0_layout(loop))  # as if the planner produced an impossible layout
+    loop.reconcile()
     worker.join(timeout=120)
     new = read_events(run_dir)[seen:]
     assert any(e["kind"] == "mig_op" and not e["ok"] for e in new)
     assert any(e["kind"] == "error" and "rolling back" in e["message"] for e in new)
-    assert loop.running["node0/gpu0"].layout == before.layout
+    now = next(g for g in loop.plan.gpus if g.gpu_id == "node0/gpu0")
+    assert now.layout == before.layout  # the desired state follows the rollback: no retry loop
     info = ray.get(stack["agents"]["node0"].info.remote())
-    assert [(s["profile"], s["start"]) for s in info["gpus"][0]["slices"]] == [(p.profile, p.start) for p in before.layout]
-    assert any(r.gpu_id == "node0/gpu0" for r in loop.replicas.values())
+    assert [(s.profile, s.start) for s in info.gpus[0].slices] == [(p.profile, p.start) for p in before.layout]
+    assert any(s.gpu_id == "node0/gpu0" for s in _replicas(loop).values())
     assert out["result"].failed == 0, out["result"].errors
 
 
-def test_agent_killed_mid_reconfiguration_keeps_serving_and_replans(stack):
+def test_agent_killed_mid_reconfiguration_is_readopted_and_the_step_finishes(stack):
+    """The agent's process dies inside node1's re-partition; Ray restarts it, it rebuilds its view
+    from the MIG state, and the next reconcile finishes the step. No request fails."""
     loop, run_dir = stack["loop"], stack["run_dir"]
     seen = len(read_events(run_dir))
     victim = stack["agents"]["node1"]
@@ -260,12 +289,12 @@ def test_agent_killed_mid_reconfiguration_keeps_serving_and_replans(stack):
     def kill_when_node1_changes() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            for e in read_events(run_dir)[seen:]:
-                if e["kind"] == "plan" and e["message"].startswith("forced"):
-                    time.sleep(1.5)  # inside node1's drain/stop/MIG sequence (MIG ops take 1 s there)
-                    ray.kill(victim)
-                    killed.set()
-                    return
+            if any(e["kind"] == "replica" and e.get("state") == "down" and e["gpu"] == "node1/gpu0"
+                   for e in read_events(run_dir)[seen:]):
+                time.sleep(0.5)  # inside node1's MIG operations (1 s each there)
+                ray.kill(victim, no_restart=False)  # the process dies; Ray restarts the actor
+                killed.set()
+                return
             time.sleep(0.05)
 
     killer = threading.Thread(target=kill_when_node1_changes, daemon=True)
@@ -275,17 +304,22 @@ def test_agent_killed_mid_reconfiguration_keeps_serving_and_replans(stack):
     r = httpx.post(stack["url"] + "/v1/plan", json=_plan_changing_node1(loop),
                    headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 200
-    loop.tick()  # applies the forced plan: node1 drains, its agent dies mid-way
+    loop.handle_commands()
+    loop.step_once()  # applies the forced plan: node1 drains, its agent dies mid-way
     killer.join(timeout=60)
-    worker.join(timeout=120)
     assert killed.is_set()
-    new = read_events(run_dir)[seen:]
-    assert any(e["kind"] == "error" and "node1" in e["where"] for e in new)
-    assert "node1" not in loop.agents and all(not g.startswith("node1/") for g in loop.gpus)
-    last_plan = [e for e in new if e["kind"] == "plan"][-1]
-    assert [g["gpu_id"] for g in last_plan["plan"]["gpus"]] == ["node0/gpu0"]
-    assert loop.replicas and all(r.gpu_id == "node0/gpu0" for r in loop.replicas.values())
+    for _ in range(10):  # converge within a few ticks, no manual step
+        report = loop.reconcile()
+        if report.converged and "node1/gpu0" in report.fleet.gpus:
+            break
+        time.sleep(1.0)
+    worker.join(timeout=120)
+    assert report.converged and "node1/gpu0" in report.fleet.gpus
+    want = next(g for g in loop.plan.gpus if g.gpu_id == "node1/gpu0")
+    info = ray.get(victim.info.remote())
+    assert [(s.profile, s.start) for s in info.gpus[0].slices] == [(p.profile, p.start) for p in want.layout]
+    assert {(s.profile, s.start) for s in _replicas(loop).values() if s.gpu_id == "node1/gpu0"} == \
+        {(s.placement.profile, s.placement.start) for s in want.slices if s.variant}
     result = out["result"]
     assert result.failed == 0, (result.errors, result.error_examples)
     assert httpx.post(stack["url"] + "/v1/infer", content=_image(), timeout=30).status_code == 200
-    json.dumps(loop.plan.to_json())  # the running plan stays serialisable for /v1/status

@@ -7,6 +7,8 @@ the node that owns its MIG slice.
 """
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -22,7 +24,7 @@ def cluster(tmp_path_factory):
 
     from configs.cluster import agent_name, node_resource, ray_env
     from controller.demo import free_port
-    from controller.serving.runtime import start_ingress
+    from controller.serving.runtime import start_serving
     from gpu_node.agent import AgentConfig
     from gpu_node.setup_cmd import bring_up_agent
 
@@ -35,8 +37,8 @@ def cluster(tmp_path_factory):
     infos = {name: bring_up_agent(AgentConfig(name, gpus=1, state_dir=str(tmp / name)), ray_node_id=n.node_id)
              for name, n in nodes.items()}
     port = free_port()
-    ingress = start_ingress("albert", port=port)
-    yield {"nodes": nodes, "infos": infos, "ingress": ingress, "url": f"http://127.0.0.1:{port}",
+    bus = start_serving(["albert"], port=port)
+    yield {"nodes": nodes, "infos": infos, "bus": bus, "url": f"http://127.0.0.1:{port}",
            "head_id": c.head_node.node_id, "run_dir": tmp / "run"}
     for name in nodes:  # detached: they outlive the driver unless killed
         ray.kill(ray.get_actor(agent_name(name), namespace="clover"))
@@ -47,7 +49,7 @@ def cluster(tmp_path_factory):
 
 def test_agents_run_on_their_own_nodes(cluster):
     for name, n in cluster["nodes"].items():
-        assert cluster["infos"][name]["ray_node_id"] == n.node_id != cluster["head_id"]
+        assert cluster["infos"][name].ray_node_id == n.node_id != cluster["head_id"]
 
 
 def test_controller_places_each_replica_on_its_slice_node_and_serves(cluster):
@@ -55,20 +57,24 @@ def test_controller_places_each_replica_on_its_slice_node_and_serves(cluster):
 
     from controller.accounting.runlog import RunLog
     from controller.carbon.spec import make_source
-    from controller.loop.control_loop import ControlLoop, LoopSettings
-    from gpu_node.agent import find_agents
+    from controller.loop.control_loop import ControlLoop
+    from controller.loop.fleet import RayFleet, find_agents
+    from controller.loop.replicas import ServeReplicas
+    from controller.loop.settings import LoopSettings
+    from controller.loop.state import StateStore
     from loadgen.payloads import load_payloads
 
-    agents = find_agents()
-    assert set(agents) == {"gpuA", "gpuB"}
+    assert set(find_agents()) == {"gpuA", "gpuB"}
+    run_dir = cluster["run_dir"]
     loop = ControlLoop(LoopSettings("albert", lam=0.1, sla_ms=None, replan_every_s=60, rate_rps=40.0),
-                       runlog=RunLog(cluster["run_dir"]), carbon=make_source("constant:250"), agents=agents,
-                       ingress=cluster["ingress"])
+                       events=RunLog(run_dir), carbon=make_source("constant:250"), fleet=RayFleet(),
+                       runtime=ServeReplicas(), bus=cluster["bus"], store=StateStore(run_dir / "desired.json"))
     loop.start()
-    assert {r.spec.node for r in loop.replicas.values()} == {"gpuA", "gpuB"}
-    for name, r in loop.replicas.items():
+    replicas = loop.routes.book.specs
+    assert {s.node for s in replicas.values()} == {"gpuA", "gpuB"}
+    for name, spec in replicas.items():
         stats = serve.get_app_handle(name).stats.remote().result()
-        assert stats["ray_node_id"] == cluster["nodes"][r.spec.node].node_id
+        assert stats["ray_node_id"] == cluster["nodes"][spec.node].node_id
     payloads = load_payloads("qa-json", None, seed=2)
     variants = set()
     with httpx.Client(timeout=30) as client:
@@ -76,8 +82,9 @@ def test_controller_places_each_replica_on_its_slice_node_and_serves(cluster):
             r = client.post(cluster["url"] + "/v1/infer", content=p.body)
             assert r.status_code == 200, r.text
             variants.add(r.json()["variant"])
-    assert variants <= {r.spec.variant for r in loop.replicas.values()} and variants
+    assert variants <= {s.variant for s in replicas.values()} and variants
     bad = httpx.post(cluster["url"] + "/v1/infer", content=b'{"question": 3}', timeout=30)
     assert bad.status_code == 400 and "question" in bad.json()["error"]
+    time.sleep(1.0)  # the ingress replicas report their counters every 0.25 s
     loop.finish()
-    assert loop.stats.intervals[-1]["requests"] == len(payloads) * 3
+    assert loop.accounting.intervals[-1]["requests"] == len(payloads) * 3

@@ -1,17 +1,28 @@
-"""`controller --service yolo|efficientnet|albert …`: deploy the Serve app and run the control loop.
+"""`controller run --service yolo|efficientnet|albert …` (bare `controller --service …` too).
 
-It connects to the Ray cluster (or starts a local one), finds the node agents that
-`gpu-node setup --system` started, deploys the HTTP ingress, and re-plans every
-`--replan-every` seconds until interrupted. Everything it does is written to
-RUN_DIR/run.log (+ run.jsonl, emissions.csv).
+Connects to the Ray cluster (or starts a local one), makes sure the control bus and the HTTP
+ingress run (keeping those that already do), and runs the control loop until SIGINT/SIGTERM —
+or, with `--detach`, as a detached actor until `controller stop`. The same command after a
+crash resumes: the desired plan is read from RUN_DIR/state/desired.json and what runs is
+adopted, not restarted. Everything it does is written to RUN_DIR/run.log (+ run.jsonl,
+emissions.csv).
+
+On exit (`--on-exit`): `keep` (default) leaves the replicas, the ingress and the routing table
+serving without a controller — the plan just stops following carbon and load until the next
+`controller run`; `stop` deletes them. A local cluster this command started itself goes with it.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from controller.loop.assemble import LoopSpec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,104 +35,111 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=20.0,
                         help="expected request rate (req/s): capacity is never planned below it (default 20)")
     parser.add_argument("--replan-every", type=float, default=300.0, help="seconds between re-plans (default 300)")
+    parser.add_argument("--reconcile-every", type=float, default=2.0,
+                        help="seconds between reconciliations of what runs with the plan (default 2)")
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="trace seconds per wall second for trace: sources (e.g. 720 = a day in 2 min)")
-    parser.add_argument("--pue", type=float, default=1.5)
+    parser.add_argument("--pue", type=float, default=1.5, help="power usage effectiveness of the data centre (default 1.5)")
     parser.add_argument("--execution", choices=("simulated", "real"), default="simulated",
                         help="simulated: service time/energy from the performance model; real: run the models")
     parser.add_argument("--variants", default=None,
                         help="comma-separated variants the planner may use (default: all of the service)")
-    parser.add_argument("--run-dir", default="runs/controller", help="where run.log, run.jsonl, emissions.csv go")
+    parser.add_argument("--run-dir", default="runs/controller",
+                        help="where run.log, run.jsonl, emissions.csv and the desired state (state/) go")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port of the ingress (default 8000)")
+    parser.add_argument("--ingress-replicas", type=int, default=2,
+                        help="ingress replicas; each routes by the same table, so one may die without a failed "
+                             "request (default 2)")
+    parser.add_argument("--on-exit", choices=("keep", "stop"), default="keep",
+                        help="keep (default): serving continues without a controller; stop: delete the replicas "
+                             "and the ingress")
+    parser.add_argument("--detach", action="store_true",
+                        help="run the loop as a detached Ray actor (needs --address); stop it with `controller stop`")
     parser.add_argument("--simulate-node", action="store_true",
                         help="no --address: also start a simulated 2-GPU H100 node agent on this machine")
 
 
-def known_service(name: str) -> Any:
-    """The service config, or a ValueError listing the known services."""
-    from configs import load_services
+def loop_spec(args: argparse.Namespace) -> LoopSpec:
+    from controller.loop.assemble import LoopSpec, allowed_variants, known_service
+    from controller.loop.settings import LoopSettings
 
-    try:
-        return load_services().get(name)
-    except KeyError as exc:
-        raise ValueError(str(exc.args[0])) from None
-
-
-def allowed_variants(service: Any, spec: str | None) -> tuple[str, ...] | None:
-    """`--variants b0,b1` checked against the service, or a ValueError naming the known ones."""
-    if not spec:
-        return None
-    names = tuple(v.strip() for v in spec.split(",") if v.strip())
-    known = [v.name for v in service.variants]
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise ValueError(f"--variants {spec!r}: {', '.join(unknown) or 'none given'} not variants of "
-                         f"{service.name!r}; known: {', '.join(known)}")
-    return names
-
-
-def make_loop(args: argparse.Namespace, agents: dict[str, Any], ingress: Any, run_dir: Path) -> Any:
-    """The control loop with its run log, carbon source and emissions.csv (shared with the demo)."""
-    from controller.accounting.emissions_csv import EmissionsCsv
-    from controller.accounting.runlog import RunLog
-    from controller.carbon.spec import make_source
-    from controller.loop.control_loop import ControlLoop, LoopSettings
-
-    carbon = make_source(args.carbon_source, time_scale=args.time_scale)
-    runlog = RunLog(run_dir, echo=getattr(args, "echo", True))
+    service = known_service(args.service)
     settings = LoopSettings(args.service, args.lam, args.sla_ms, args.replan_every, args.rate, pue=args.pue,
-                            execution=args.execution,
-                            variants=allowed_variants(known_service(args.service), getattr(args, "variants", None)))
-    loop = ControlLoop(settings, runlog=runlog, carbon=carbon, agents=agents, ingress=ingress)
-    gpu_types = sorted({g.gpu_type for g in loop.gpus.values()})
-    csv = EmissionsCsv(run_dir / "emissions.csv", project_name=f"clover-{args.service}", run_id=run_dir.name,
-                       gpu_count=len(loop.gpus), gpu_model=",".join(gpu_types), carbon_source=args.carbon_source)
-    loop.on_interval = csv.append
-    return loop
+                            execution=args.execution, variants=allowed_variants(service, args.variants),
+                            reconcile_every_s=args.reconcile_every, ingress_replicas=args.ingress_replicas)
+    return LoopSpec(settings, args.carbon_source, args.time_scale, str(Path(args.run_dir).resolve()))
 
 
 def run(args: argparse.Namespace) -> int:
-    from controller.serving.runtime import init_ray, shutdown, start_ingress
-    from gpu_node.agent import AgentConfig, find_agents, start_agent
+    from controller.serving.runtime import init_ray, shutdown, start_serving, stop_serving
 
     try:
-        known_service(args.service)
-    except ValueError as exc:
-        print(f"controller: {exc}", file=sys.stderr)
-        return 2
-    run_dir = Path(args.run_dir)
-    try:
+        spec = loop_spec(args)
+        if args.detach and not args.address:
+            raise ValueError("--detach needs --address: a detached controller must run in a cluster that outlives "
+                             "this command (start one with `gpu-node setup --system`)")
+        if args.ingress_replicas < 1:
+            raise ValueError(f"--ingress-replicas must be >= 1, got {args.ingress_replicas}")
         init_ray(args.address, local_nodes=("local",) if args.simulate_node and not args.address else ())
     except (ConnectionError, ValueError) as exc:
         print(f"controller: {exc}", file=sys.stderr)
         return 2
+    local = not args.address
     try:
-        agents = find_agents()
-        if args.simulate_node and not args.address:  # keep the handle: it owns the (non-detached) agent
-            agents["local"] = start_agent(AgentConfig("local", state_dir=str(run_dir / "node-state")),
-                                          detached=False)
-        if not agents:
-            print("controller: no node agent in the cluster; run `gpu-node setup --system` on each GPU node "
-                  "(or add --simulate-node for a simulated one here)", file=sys.stderr)
-            return 2
-        ingress = start_ingress(args.service, host=args.host, port=args.port,
-                                api_token=os.environ.get("CLOVER_API_TOKEN"))
-        loop = make_loop(args, agents, ingress, run_dir)
-        print(f"serving {args.service} on http://{args.host}:{args.port}/v1/infer; run log in {run_dir}/run.log")
-        try:
-            loop.run()
-        except KeyboardInterrupt:
-            pass
-        try:
-            loop.finish()
-        except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - Ctrl-C may have stopped Ray workers too
-            loop.log.event("error", f"last interval not accounted: {exc!r}", where="shutdown", error=repr(exc))
-        t = loop.accountant.totals()
-        loop.log.event("end", "controller stopped", summary={
-            "reconfigurations": loop.stats.reconfigurations, "mig_ops": loop.stats.mig_ops,
-            "carbon_g": t.carbon_g, "baseline_carbon_g": t.baseline_carbon_g, "requests": t.requests,
-            "failed": t.failed, "accuracy": t.accuracy})
-        return 0
+        if args.simulate_node and local:
+            from gpu_node.agent import AgentConfig, start_agent
+
+            local_agent = start_agent(AgentConfig("local", state_dir=str(Path(spec.run_dir) / "node-state")),
+                                      detached=False)  # keep the handle: it owns the (non-detached) agent
+        start_serving([args.service], host=args.host, port=args.port, api_token=os.environ.get("CLOVER_API_TOKEN"),
+                      ingress_replicas=args.ingress_replicas)
+        if args.detach:
+            from controller.loop.detached import start_detached
+
+            start_detached(spec)
+            print(f"controller for {args.service} runs detached in the cluster at {args.address}; serving on "
+                  f"http://{args.host}:{args.port}/v1/infer; run log in {spec.run_dir}/run.log; "
+                  "stop it with `controller stop --address …`")
+            return 0
+        code = _run_foreground(spec, args, f"http://{args.host}:{args.port}")
+        if args.simulate_node and local:
+            del local_agent
+        return code
+    except RuntimeError as exc:
+        print(f"controller: {exc}", file=sys.stderr)
+        return 2
     finally:
-        shutdown()
+        if local:
+            shutdown()
+        elif args.on_exit == "stop" and not args.detach:
+            stop_serving()
+
+
+def _run_foreground(spec: LoopSpec, args: argparse.Namespace, url: str) -> int:
+    from controller.loop.assemble import build_loop
+
+    loop = build_loop(spec)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        loop.events.event("signal", f"{name} received: finishing the interval and stopping the controller "
+                                    f"(serving {'continues' if args.on_exit == 'keep' and args.address else 'stops'})",
+                          signal=name)
+        loop.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"serving {args.service} on {url}/v1/infer; run log in {spec.run_dir}/run.log")
+    loop.start()
+    loop.run()
+    try:
+        loop.finish()
+    except Exception as exc:  # noqa: BLE001 - Ray workers may be going down with us
+        loop.events.event("error", f"last interval not accounted: {exc!r}", where="shutdown", error=repr(exc))
+    t = loop.accountant.totals()
+    loop.events.event("end", "controller stopped", summary={
+        "reconfigurations": loop.stats.reconfigurations, "mig_layout_changes": loop.rollout.layout_changes,
+        "variant_swaps": loop.rollout.variant_swaps, "carbon_g": t.carbon_g, "baseline_carbon_g": t.baseline_carbon_g,
+        "requests": t.requests, "failed": t.failed, "accuracy": t.accuracy})
+    return 0

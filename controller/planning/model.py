@@ -247,6 +247,16 @@ def route(problem: PlanningProblem, replicas: list[tuple[str, SliceAssignment]],
     return [r / problem.rate_rps for r in rates]
 
 
+def capacity_shares(problem: PlanningProblem, replicas: list[tuple[str, SliceAssignment]]) -> list[float]:
+    """Shares in proportion to each replica's SLA capacity: how to spread traffic when the optimal
+    routing cannot carry the rate (mid-rollout, overload); even when no replica meets the SLA."""
+    caps = [column_of(problem, t, s).rmax_rps for t, s in replicas]
+    total = sum(caps)
+    if total <= 0:
+        return [1.0 / len(replicas)] * len(replicas) if replicas else []
+    return [c / total for c in caps]
+
+
 def reroute(plan: Plan, problem: PlanningProblem, carbon_intensity: float | None = None) -> Plan | None:
     """The same replicas with optimal shares for the problem's rate (None if too little capacity)."""
     reps = [(g.gpu_type, s) for g, s in plan.replicas()]

@@ -27,12 +27,7 @@ from typing import Callable
 import numpy as np
 
 from configs.units import carbon_g
-from controller.planning.model import (
-    PlanningProblem,
-    column_of,
-    service_times,
-    slice_profiles,
-)
+from controller.planning.model import PlanningProblem, capacity_shares, column_of, service_times, slice_profiles
 from controller.planning.objective import REFERENCE_CI, REFERENCE_PUE, clover_score
 from controller.planning.plan import Plan, diff_plans
 from controller.planning.planner import transition_seconds
@@ -202,10 +197,10 @@ class Replay:
         alive = [(g, s) for g, s in plan.replicas() if (g.gpu_id, s.placement) not in down]
         if not alive:
             return None
-        caps = {(g.gpu_id, s.placement): column_of(self.problem, g.gpu_type, s).rmax_rps for g, s in alive}
-        total = sum(caps.values())
-        gpus = tuple(replace(g, slices=tuple(replace(s, share=caps.get((g.gpu_id, s.placement), 0.0) / total)
-                                             for s in g.slices if (g.gpu_id, s.placement) in caps))
+        shares = capacity_shares(self.problem, [(g.gpu_type, s) for g, s in alive])
+        share = {(g.gpu_id, s.placement): x for (g, s), x in zip(alive, shares)}
+        gpus = tuple(replace(g, slices=tuple(replace(s, share=share[(g.gpu_id, s.placement)])
+                                             for s in g.slices if (g.gpu_id, s.placement) in share))
                      for g in plan.gpus)
         return replace(plan, gpus=gpus)
 

@@ -1,36 +1,54 @@
-"""The HTTP ingress of a service: FastAPI on Ray Serve, routing to per-slice replica applications.
+"""The HTTP ingress: FastAPI on Ray Serve, routing each request to a per-slice replica application.
 
-Endpoints: `POST /v1/infer` (image bytes, or `{"question","context"}` JSON for albert),
-`GET /v1/status`, `GET /metrics`, and two state-changing endpoints that need
-`Authorization: Bearer $CLOVER_API_TOKEN`: `POST /v1/plan` (force a plan) and `POST /v1/config`
-(λ, SLA). Bodies over the size limit get 413; a saturated service gets 503 + Retry-After.
+Endpoints: `POST /v1/{service}/infer` (image bytes, or `{"question","context"}` JSON for albert;
+`POST /v1/infer` when exactly one service is served), `GET /v1/status`, `GET /metrics`, and two
+state-changing endpoints that need `Authorization: Bearer $CLOVER_API_TOKEN`: `POST /v1/plan`
+(force a plan) and `POST /v1/config` (λ, SLA). Bodies over the size limit get 413; 503 bodies say
+which of three things is true: no route yet, saturated, or the replica failed.
 
-The ingress is ONE Serve replica on purpose: it holds the router state (shares, in-flight
-counts, draining flags) that make-before-break depends on. The control loop drives it through
-its deployment handle (`add_routes`, `set_shares`, `drain`, `inflight`, `remove_routes`,
-`take_interval`, `set_status`, `take_commands`).
+Stateless and replicated (`--ingress-replicas`, default 2): each replica routes by the versioned
+routing table it pulls from the control bus (controller/serving/control_bus.py) when it starts —
+before Serve sends it traffic — and then every `SYNC_PERIOD_S`, reporting its cumulative
+counters and the version it routes by in the same call. Nothing the system needs lives only here:
+a killed ingress replica is replaced by Serve and routes correctly as soon as it is up.
+Latency is measured from the moment the request reached this handler, so the logged figures are
+what clients see minus the proxy hop.
+
+(No `from __future__ import annotations` here: FastAPI reads the handlers' annotations at runtime.)
 """
+
 import asyncio
 import hmac
+import json
+import logging
 import time
-from collections import Counter
-from typing import Any
+import uuid
+from typing import Annotated
 
-import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
+from ray.serve.config import BackpressureConfig
+from ray.serve.handle import DeploymentHandle
 
-from controller.serving.router import Router
+from controller.serving.control_bus import SYNC_PERIOD_S, ConfigCommand, JsonDoc, PlanCommand, bus_handle
+from controller.serving.counters import ServingCounters
+from controller.serving.router import Route, Router, RoutingTable
+
+log = logging.getLogger(__name__)
 
 INGRESS_APP = "clover"
 MAX_BODY_BYTES = 10 * 1024 * 1024
 RETRY_AFTER_S = 1
 # How long a request may wait at the ingress for a replica queue to have room before the
 # service counts as saturated (503). Absorbs short stalls (a replica starting on a busy host)
-# without letting latency grow without bound.
-ADMISSION_WAIT_S = 1.0
+# while keeping the worst latency of an admitted request well under a second.
+ADMISSION_WAIT_S = 0.5
+# Requests the proxy queues for all ingress replicas together before it answers 503 itself:
+# the bound on the queue in front of the ingress.
+MAX_QUEUED_AT_PROXY = 512
+BUS_CALL_TIMEOUT_S = 2.0
 
 app = FastAPI(title="Clover", description="Carbon-aware inference on MIG slices")
 
@@ -41,6 +59,7 @@ class ConfigChange(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     lam: float | None = Field(default=None, alias="lambda", ge=0.0, le=1.0)
     sla_ms: float | None = Field(default=None, gt=0.0)
+    service: str | None = None
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:
@@ -54,39 +73,92 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def _json_error(status: int, message: str, headers: dict[str, str] | None = None, **extra: object) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-@serve.deployment(name="ingress", num_replicas=1, max_ongoing_requests=2048,
-                  ray_actor_options={"num_cpus": 0.1})
+def _unavailable(kind: str, message: str) -> JSONResponse:
+    return _json_error(503, message, {"Retry-After": str(RETRY_AFTER_S)}, kind=kind)
+
+
+@serve.deployment(name="ingress", num_replicas=2, max_ongoing_requests=512, max_queued_requests=MAX_QUEUED_AT_PROXY,
+                  backpressure_config=BackpressureConfig(status_code=503, retry_after_s=RETRY_AFTER_S),
+                  health_check_period_s=2.0, ray_actor_options={"num_cpus": 0.1})
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, service: str, api_token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> None:
-        self.service = service
+    async def __init__(self, services: list[str], api_token: str | None = None,
+                       max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self.services = tuple(services)
         self._token = api_token or None  # never logged nor returned
         self._max_body = max_body_bytes
-        self.router = Router()
-        self._handles: dict[str, Any] = {}
-        self._status: dict[str, Any] = {"service": service, "plan": None}
-        self._metrics_text = ""
-        self._commands: list[dict[str, Any]] = []
-        self._run_replica_ms: list[float] = []  # whole run, for the run's p95 against the SLA
-        self._reset_interval()
+        self._id = f"ingress-{uuid.uuid4().hex[:8]}"
+        self._bus = bus_handle()
+        self._routers: dict[str, Router] = {s: Router() for s in self.services}
+        self._handles: dict[str, DeploymentHandle] = {}
+        self._table: RoutingTable | None = None
+        self._counters = ServingCounters()
+        await self._sync()  # route before Serve marks this replica ready
+        self._syncer = asyncio.get_running_loop().create_task(self._sync_forever())
 
-    def _reset_interval(self) -> None:
-        self._lat_ms: list[float] = []  # ingress to response: includes the Ray/handle path
-        self._replica_ms: list[float] = []  # on the slice: what the SLA bounds
-        self._variants: Counter[str] = Counter()
-        self._failed: Counter[str] = Counter()
-        self._t0 = time.time()
+    # -- the routing table ---------------------------------------------------------------------
+    async def _sync(self) -> None:
+        """Report counters; adopt a new table if the bus has one. A bus that does not answer
+        (restarting) leaves the current table in force."""
+        have = self._table.version if self._table else None
+        try:
+            table = await asyncio.wait_for(self._bus.sync.remote(self._id, have, self._counters), BUS_CALL_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - keep routing by the last table
+            log.warning("control bus did not answer (%s); routing by table %s", type(exc).__name__, have)
+            return
+        if table is not None:
+            await self._adopt(table)
 
-    def _handle(self, name: str) -> Any:
-        return self._handles[name]
+    async def _sync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SYNC_PERIOD_S)
+            await self._sync()
+
+    async def _adopt(self, table: RoutingTable) -> None:
+        """Route by `table`. New replicas' handles are fetched and warmed here, off the request path
+        (`get_app_handle` blocks, and a handle's first call sets up its own router)."""
+        usable = []
+        for e in table.entries:
+            if e.name not in self._handles:
+                try:
+                    h = await asyncio.to_thread(serve.get_app_handle, e.name)
+                    await asyncio.wait_for(h.stats.remote(), BUS_CALL_TIMEOUT_S * 5)
+                except Exception as exc:  # noqa: BLE001 - not up (yet) or deleted: not routable now
+                    log.info("replica %s not routable yet: %s", e.name, exc)
+                    continue
+                self._handles[e.name] = h
+            usable.append(e)
+        for service in {*self.services, *table.services()}:
+            self._routers.setdefault(service, Router()).sync(e for e in usable if e.service == service)
+        names = {e.name for e in usable}
+        self._handles = {n: h for n, h in self._handles.items() if n in names}
+        complete = len(usable) == len(table.entries)
+        self._table = table if complete else RoutingTable(-1, tuple(usable))  # retry the rest next sync
 
     # -- HTTP ------------------------------------------------------------------------------------
+    def _served(self) -> list[str]:
+        return sorted(self._routers)
+
     @app.post("/v1/infer")
-    async def infer(self, request: Request) -> JSONResponse:
+    async def infer_default(self, request: Request) -> JSONResponse:
+        served = self._served()
+        if len(served) != 1:
+            return _json_error(404, f"several services are served: POST /v1/{{service}}/infer with one of {served}",
+                               services=served)
+        return await self._infer(served[0], request, time.perf_counter())
+
+    @app.post("/v1/{service}/infer")
+    async def infer(self, service: Annotated[str, Path()], request: Request) -> JSONResponse:
+        return await self._infer(service, request, time.perf_counter())
+
+    async def _infer(self, service: str, request: Request, t0: float) -> JSONResponse:
+        router = self._routers.get(service)
+        if router is None:
+            return _json_error(404, f"unknown service {service!r}; served: {self._served()}", services=self._served())
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self._max_body:
             return _json_error(413, f"request body of {declared} bytes is over the {self._max_body}-byte limit")
@@ -96,50 +168,65 @@ class Ingress:
         if not body:
             return _json_error(400, "empty request body: send image bytes (yolo, efficientnet) "
                                     'or {"question": ..., "context": ...} JSON (albert)')
-        t0 = time.perf_counter()
+        self._counters.inflight[service] += 1
+        try:
+            return await self._route(service, router, body, t0)
+        finally:
+            self._counters.inflight[service] -= 1
+
+    async def _route(self, service: str, router: Router, body: bytes, t0: float) -> JSONResponse:
+        if not router.has_routes():
+            self._counters.record_failed(service, "no_route")
+            return _unavailable("no_route", f"no route yet: no replica of {service!r} is serving "
+                                            "(the controller is starting or re-planning); retry later")
         for attempt in range(2):  # one retry on another replica if a replica vanished mid-request
-            route = self.router.acquire() or await self._wait_for_room()
+            route = router.acquire() or await self._wait_for_room(router)
             if route is None:
-                self._failed["saturated"] += 1
-                return _json_error(503, "service saturated: every replica queue is full; retry later",
-                                   {"Retry-After": str(RETRY_AFTER_S)})
+                self._counters.record_failed(service, "saturated")
+                return _unavailable("saturated", f"service {service!r} saturated: every replica queue is full; "
+                                                 "retry later")
             try:
-                result = await self._handle(route.name).remote(body)
+                result = await self._handles[route.name].remote(body)
             except Exception as exc:  # noqa: BLE001 - a replica died or was deleted: try another
                 if attempt == 1:
-                    self._failed["replica"] += 1
-                    return _json_error(503, f"replica error: {type(exc).__name__}", {"Retry-After": str(RETRY_AFTER_S)})
+                    self._counters.record_failed(service, "replica")
+                    return _unavailable("replica", f"replica failed: {type(exc).__name__}")
                 continue
             finally:
-                self.router.release(route.name)
+                router.release(route.name)
             break
         if not result.get("ok"):
-            self._failed["bad_request"] += 1
+            self._counters.record_failed(service, "bad_request")
             return _json_error(int(result.get("status", 400)), result.get("error", "bad request"))
-        ms = (time.perf_counter() - t0) * 1000.0
-        self._lat_ms.append(ms)
-        self._replica_ms.append(float(result.get("replica_ms", ms)))
-        self._run_replica_ms.append(self._replica_ms[-1])
-        self._variants[result["variant"]] += 1
+        latency_s = time.perf_counter() - t0
+        self._counters.record_ok(service, result["variant"], route.name, latency_s,
+                                 float(result.get("replica_ms", latency_s * 1000.0)) / 1000.0)
         result.pop("ok", None)
-        result["latency_ms"] = ms
+        result["latency_ms"] = latency_s * 1000.0
         return JSONResponse(result)
 
-    async def _wait_for_room(self) -> Any:
+    async def _wait_for_room(self, router: Router) -> Route | None:
         deadline = time.monotonic() + ADMISSION_WAIT_S
         while time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-            if (route := self.router.acquire()) is not None:
+            if (route := router.acquire()) is not None:
                 return route
         return None
 
     @app.get("/v1/status")
     async def status(self) -> JSONResponse:
-        return JSONResponse({**self._status, "replicas": self.router.snapshot()})
+        try:
+            doc: JsonDoc = await asyncio.wait_for(self._bus.status.remote(), BUS_CALL_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - the routing view below is still true
+            doc = {"error": f"control bus unavailable: {type(exc).__name__}"}
+        replicas = [r for s in self._served() for r in self._routers[s].snapshot()]
+        return JSONResponse({**doc, "replicas": replicas,
+                             "ingress": {"id": self._id, "routing_version": self._table.version if self._table else None}})
 
     @app.get("/metrics")
     async def metrics(self) -> PlainTextResponse:
-        return PlainTextResponse(self._metrics_text, media_type="text/plain; version=0.0.4")
+        text = await asyncio.wait_for(self._bus.metrics_text.remote(), BUS_CALL_TIMEOUT_S)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     def _authorised(self, request: Request) -> JSONResponse | None:
         if self._token is None:
@@ -151,12 +238,10 @@ class Ingress:
                                {"WWW-Authenticate": "Bearer"})
         return None
 
-    async def _json_body(self, request: Request) -> Any:
+    async def _json_body(self, request: Request) -> object:
         body = await _read_limited(request, 1024 * 1024)
         if body is None:
             raise ValueError("body over 1 MiB")
-        import json
-
         return json.loads(body or b"{}")
 
     @app.post("/v1/config")
@@ -166,117 +251,26 @@ class Ingress:
         try:
             change = ConfigChange.model_validate(await self._json_body(request))
         except (ValueError, ValidationError) as exc:
-            return _json_error(422, f'send {{"lambda": 0..1, "sla_ms": > 0}}: {exc}')
-        cmd = {"kind": "config", **change.model_dump(exclude_none=True)}
-        self._commands.append(cmd)
-        return JSONResponse({"accepted": cmd})
+            return _json_error(422, f'send {{"lambda": 0..1, "sla_ms": > 0, "service": optional}}: {exc}')
+        if change.service is not None and change.service not in self._routers:
+            return _json_error(404, f"unknown service {change.service!r}; served: {self._served()}")
+        cmd = ConfigCommand(change.lam, change.sla_ms, change.service)
+        await self._bus.submit.remote(cmd)
+        return JSONResponse({"accepted": change.model_dump(exclude_none=True, by_alias=True)})
 
     @app.post("/v1/plan")
     async def force_plan(self, request: Request) -> JSONResponse:
         if (denied := self._authorised(request)) is not None:
             return denied
-        from controller.planning.plan import Plan
+        from controller.planning.validation import PlanError, validate_plan
 
         try:
-            doc = await self._json_body(request)
-            plan = Plan.from_json(doc)
-        except (ValueError, KeyError, TypeError) as exc:
-            return _json_error(422, f"body must be a plan as GET /v1/status shows it: {exc!r}")
-        if plan.service != self.service:
-            return _json_error(422, f"plan is for service {plan.service!r}, this controller serves {self.service!r}")
-        from configs import load_services
-        from mig.errors import MigError
-        from mig.placement import validate_layout
-
-        service = load_services().get(self.service)
-        for g in plan.gpus:
-            try:
-                validate_layout(g.gpu_type, g.layout)
-            except (MigError, KeyError) as exc:
-                return _json_error(422, f"{g.gpu_id}: invalid MIG layout: {exc}")
-            for s in g.slices:
-                if s.batch < 1:
-                    return _json_error(422, f"{g.gpu_id}: batch must be >= 1, got {s.batch}")
-                if s.variant is not None:
-                    try:
-                        service.variant(s.variant)
-                    except KeyError as exc:
-                        return _json_error(422, f"{g.gpu_id}: {exc.args[0]}")
-        self._commands.append({"kind": "plan", "plan": plan.to_json()})
-        return JSONResponse({"accepted": "plan", "applied": "at the next control-loop tick"})
-
-    # -- control plane (called by the control loop through the handle) ---------------------------
-    # All async, so Serve runs them on the replica's event loop, between requests: a sync method
-    # would run in a thread pool and race the request handlers on the router and the counters
-    # (take_interval lost requests that way).
-    async def add_routes(self, routes: list[dict[str, Any]]) -> None:
-        """Register new replicas (share 0). Their handles are fetched and warmed here, off the
-        request path: `get_app_handle` blocks, and a handle's first call sets up its router."""
-        for r in routes:
-            h = await asyncio.to_thread(serve.get_app_handle, r["name"])
-            await h.stats.remote()
-            self._handles[r["name"]] = h
-            self.router.add(r["name"], r["variant"], int(r["max_queue"]))
-
-    async def set_shares(self, shares: dict[str, float]) -> None:
-        self.router.set_shares(shares)
-
-    async def set_bounds(self, bounds: dict[str, int]) -> None:
-        self.router.set_bounds(bounds)
-
-    async def drain(self, names: list[str]) -> None:
-        for n in names:
-            self.router.drain(n)
-
-    async def inflight(self, names: list[str]) -> int:
-        return self._inflight(names)
-
-    def _inflight(self, names: list[str]) -> int:
-        return sum(self.router.inflight(n) for n in names)
-
-    async def wait_drained(self, names: list[str], timeout_s: float) -> int:
-        """Wait until no request is in flight on `names`; returns what is still in flight."""
-        deadline = time.monotonic() + timeout_s
-        while (left := self._inflight(names)) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        return left
-
-    async def remove_routes(self, names: list[str]) -> None:
-        for n in names:
-            self.router.remove(n)
-            self._handles.pop(n, None)
-
-    async def routes(self) -> list[dict[str, Any]]:
-        return self.router.snapshot()
-
-    async def take_interval(self) -> dict[str, Any]:
-        """Requests, failures, per-variant counts and p95 since the previous call."""
-        lat = self._lat_ms
-        out = {
-            "duration_s": time.time() - self._t0,
-            "requests": len(lat),
-            "failed": sum(self._failed.values()),
-            "failed_by_kind": dict(self._failed),
-            "variants": dict(self._variants),
-            "p95_ms": float(np.percentile(self._replica_ms, 95)) if lat else 0.0,
-            "p50_ms": float(np.percentile(self._replica_ms, 50)) if lat else 0.0,
-            "ingress_p95_ms": float(np.percentile(lat, 95)) if lat else 0.0,
-        }
-        self._reset_interval()
-        return out
-
-    async def run_p95_ms(self) -> float:
-        """p95 over the whole run of the time requests spent on their slice (SLA-bounded)."""
-        return float(np.percentile(self._run_replica_ms, 95)) if self._run_replica_ms else 0.0
-
-    async def set_status(self, status: dict[str, Any], metrics_text: str = "") -> None:
-        self._status = {"service": self.service, **status}
-        self._metrics_text = metrics_text
-
-    async def take_commands(self) -> list[dict[str, Any]]:
-        cmds, self._commands = self._commands, []
-        return cmds
+            plan = validate_plan(await self._json_body(request), self.services)
+        except (ValueError, PlanError) as exc:
+            return _json_error(422, str(exc))
+        await self._bus.submit.remote(PlanCommand(plan))
+        return JSONResponse({"accepted": "plan", "applied": "by the controller within a second"})
 
 
-def ingress_app(service: str, api_token: str | None = None) -> Any:
-    return Ingress.bind(service, api_token)
+def ingress_app(services: list[str], api_token: str | None = None, replicas: int = 2) -> serve.Application:
+    return Ingress.options(num_replicas=max(1, replicas)).bind(list(services), api_token)

@@ -7,10 +7,16 @@ route); the ingress reaches it with `serve.get_app_handle`. New replicas are dep
 before traffic moves to them (make-before-break); old ones are deleted after draining.
 
 Pinning: each replica requests a sliver of its node's custom resource (`clover_node_<node>`),
-so it lands on the node that owns its MIG slice, and sees only that slice through
-`CUDA_VISIBLE_DEVICES=<MIG uuid>`, set both in the runtime env and in `__init__` before anything
-initialises CUDA. `OMP_NUM_THREADS` is overridden (Ray sets it to the replica's fractional CPU
-count, i.e. 1, which halves CPU inference).
+so it lands on the node that owns its slice, and sees only that slice through the environment
+the node gives for it (`SliceRecord.env`: `CUDA_VISIBLE_DEVICES=<MIG uuid>`, or the MPS limits),
+set both in the runtime env and in `__init__` before anything initialises CUDA. `OMP_NUM_THREADS`
+is overridden (Ray sets it to the replica's fractional CPU count, i.e. 1, which halves CPU
+inference).
+
+Ownership: a replica holds a lease on its slice at the node agent (taken at start, renewed every
+`LEASE_RENEW_S`, released on shutdown), so the node can tell a slice in use from a stale mark
+left by a process that no longer exists. A replica answers `spec()` and `inflight()`, so a
+restarted controller can adopt it and drains wait on the replica's own count.
 
 Execution: `simulated` sleeps for the performance model's batch service time and reports the
 batch to the node agent (energy of a simulated GPU); `real` runs `models.runner.ModelRunner`.
@@ -25,12 +31,14 @@ from typing import Any
 
 from ray import serve
 
+REPLICA_PREFIX = "replica-"  # every slice-replica application name starts so
 REPLICA_CPUS = 0.05  # fractional so a 2-core demo machine holds 14 replicas
 MAX_ONGOING = 256  # Serve's default (5) throttles a replica to ~15 req/s; the router bounds queues
 # Greedy batching: a batch takes whatever is queued when the slice frees up, as the planner's
 # queueing model (controller/planning/queueing.py) assumes; waiting to fill a batch would add latency the
 # model does not predict.
 BATCH_WAIT_S = 0.0
+LEASE_RENEW_S = 5.0  # the node agent's lease TTL is several times this
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,7 @@ class ReplicaSpec:
     start: int
     compute_slices: int
     gi_id: int
-    mig_uuid: str
+    device_env: dict[str, str]  # what the node says a process on this slice must see
     execution: str = "simulated"  # or "real"
     threads: int = 1
     weights_dir: str | None = None
@@ -60,7 +68,7 @@ class ReplicaSpec:
         # "4g.40gb" -> "4g40gb", "1g.10gb+me" -> "1g10gbme": with the start it names the slice
         # uniquely (1g.10gb and 1g.20gb may both start at slot 0)
         profile = self.profile.replace(".", "").replace("+", "")
-        return f"replica-{self.node}-g{self.gpu}-{profile}s{self.start}-{self.variant}-b{self.batch}"
+        return f"{REPLICA_PREFIX}{self.node}-g{self.gpu}-{profile}s{self.start}-{self.service}-{self.variant}-b{self.batch}"
 
     @property
     def slice_id(self) -> str:
@@ -78,33 +86,35 @@ def _error(status: int, message: str) -> dict[str, Any]:
 class SliceReplica:
     """The Serve deployment body (wrapped by `serve.deployment` in `replica_app`)."""
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    async def __init__(self, spec: dict[str, Any]) -> None:
         # Before anything can initialise CUDA: this process must only see its own slice.
-        os.environ["CUDA_VISIBLE_DEVICES"] = spec["mig_uuid"]
+        os.environ.update(spec["device_env"])
         os.environ["OMP_NUM_THREADS"] = str(spec["threads"])
         self.spec = ReplicaSpec(**spec)
         self._runner = None
         self._perf = None
-        self._agent = None
+        self._agent: Any = None
         self._served = 0
+        self._inflight = 0
         if self.spec.execution == "real":
             from models.runner import ModelRunner
 
-            device = "cuda" if self.spec.mig_uuid.startswith("MIG-") and _cuda_ok() else "cpu"
+            device = "cuda" if "CUDA_VISIBLE_DEVICES" in self.spec.device_env and _cuda_ok() else "cpu"
             self._runner = ModelRunner(self.spec.service, self.spec.variant, device=device,
                                        weights_dir=self.spec.weights_dir, threads=self.spec.threads)
             self._runner.warmup((1, self.spec.batch))  # warm before the router sends traffic
         else:
-            from models import (
-                preprocess,  # imports torch: pay for it now, not on the first request
-            )
+            from models import preprocess  # imports torch: pay for it now, not on the first request
             from models.performance import PerformanceModel
 
             self._check = preprocess.decode_image if self.spec.input == "image" else preprocess.parse_qa
             self._perf = PerformanceModel.default()
         self._run_batch.set_max_batch_size(self.spec.batch)
         self._run_batch.set_batch_wait_timeout_s(BATCH_WAIT_S)
+        await self._renew_lease()
+        self._lease_task = asyncio.get_running_loop().create_task(self._keep_lease())
 
+    # -- the slice lease at the node agent --------------------------------------------------------
     def _agent_handle(self) -> Any:
         import ray
 
@@ -114,12 +124,38 @@ class SliceReplica:
             try:
                 self._agent = ray.get_actor(agent_name(self.spec.node), namespace=NAMESPACE)
             except ValueError:
-                return None  # agent gone: keep serving, energy is then not recorded
+                return None  # agent gone: keep serving; energy is then estimated, the lease renewed later
         return self._agent
 
+    async def _renew_lease(self) -> None:
+        agent = self._agent_handle()
+        if agent is None:
+            return
+        try:
+            await asyncio.wait_for(agent.acquire_lease.remote(self.spec.gpu, self.spec.gi_id, self.spec.app_name),
+                                   LEASE_RENEW_S)
+        except Exception:  # noqa: BLE001 - agent restarting or re-created: look it up again next time
+            self._agent = None
+
+    async def _keep_lease(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_RENEW_S)
+            await self._renew_lease()
+
+    def __del__(self) -> None:
+        """Serve calls this on graceful shutdown: give the slice back at once (else the lease expires)."""
+        agent = self._agent
+        if agent is not None:
+            try:
+                agent.release_lease.remote(self.spec.gpu, self.spec.gi_id, self.spec.app_name)
+            except Exception:  # noqa: BLE001 - best effort; the lease expires anyway
+                pass
+
+    # -- requests ----------------------------------------------------------------------------------
     async def __call__(self, payload: bytes) -> dict[str, Any]:
         from models.errors import PayloadError
 
+        self._inflight += 1
         try:
             if self._runner is None:  # reject malformed input before batching: it fails alone
                 await asyncio.to_thread(self._check, payload)  # CPU decode off the event loop
@@ -127,6 +163,8 @@ class SliceReplica:
             result = dict(await self._run_batch(payload))
         except PayloadError as exc:
             return _error(exc.status, str(exc))
+        finally:
+            self._inflight -= 1
         # Time on the slice (batching wait + queue + service): what the planner's p95 predicts
         # and the SLA bounds; the HTTP/Ray path before it is measured by the ingress.
         result["replica_ms"] = (time.perf_counter() - t0) * 1000.0
@@ -176,6 +214,14 @@ class SliceReplica:
         return {"served": self._served, "app": self.spec.app_name, "ray_node_id": ray.get_runtime_context().get_node_id(),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
+    async def spec_json(self) -> dict[str, Any]:
+        """What this replica serves, so a restarted controller can adopt it without a restart."""
+        return self.spec.to_json()
+
+    async def inflight(self) -> int:
+        """Requests inside this replica now (queued for a batch or running): what a drain waits on."""
+        return self._inflight
+
     def check_health(self) -> None:
         """Serve calls this periodically; a replica that answers is healthy."""
 
@@ -193,7 +239,7 @@ def replica_app(spec: ReplicaSpec) -> Any:
     """The Serve application of one slice replica, pinned to its node and slice."""
     from configs.cluster import node_resource
 
-    env = {"CUDA_VISIBLE_DEVICES": spec.mig_uuid, "OMP_NUM_THREADS": str(spec.threads)}
+    env = {**spec.device_env, "OMP_NUM_THREADS": str(spec.threads)}
     dep = serve.deployment(
         SliceReplica,
         name="slice",

@@ -6,9 +6,9 @@ start the system the same way.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from configs.cluster import NAMESPACE, check_address, node_resource, ray_env
+from controller.serving.control_bus import BusClient, bus_handle
 
 NODE_RESOURCE_UNITS = 1000  # each replica takes 0.01: room for far more replicas than slices
 
@@ -22,19 +22,48 @@ def init_ray(address: str | None = None, *, local_nodes: tuple[str, ...] = (), n
         check_address(address)
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
         return
-    ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
              num_cpus=num_cpus or max(2, os.cpu_count() or 2),
              resources={node_resource(n): NODE_RESOURCE_UNITS for n in local_nodes})
 
 
-def start_ingress(service: str, *, host: str = "127.0.0.1", port: int = 8000, api_token: str | None = None) -> Any:
-    """Serve's HTTP proxy on host:port and the ingress application; returns the ingress handle."""
+def start_serving(services: list[str], *, host: str = "127.0.0.1", port: int = 8000, api_token: str | None = None,
+                  ingress_replicas: int = 2) -> BusClient:
+    """Serve's HTTP proxy on host:port, the control bus and the ingress; returns the bus client.
+
+    What already runs is kept: a restarted controller finds the bus and the ingress replicas of
+    the previous one and only re-deploys the ingress if it is missing, failed, or has another
+    number of replicas (a rolling update then, so serving never stops).
+    """
     from ray import serve
 
     from controller.serving.ingress import INGRESS_APP, ingress_app
 
     serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
-    return serve.run(ingress_app(service, api_token), name=INGRESS_APP, route_prefix="/")
+    bus = BusClient(bus_handle(create=True))
+    bus.started_at()  # the bus is up before an ingress replica asks it for routes
+    app = serve.status().applications.get(INGRESS_APP)
+    running = app is not None and app.status == "RUNNING" and \
+        sum(app.deployments["ingress"].replica_states.values()) == ingress_replicas
+    if not running:
+        serve.run(ingress_app(services, api_token, ingress_replicas), name=INGRESS_APP, route_prefix="/")
+    return bus
+
+
+def stop_serving() -> None:
+    """Delete every Clover application and the bus (`controller stop --and-serving`)."""
+    import ray
+    from ray import serve
+
+    from controller.serving.replica import REPLICA_PREFIX
+
+    for name in serve.status().applications:
+        if name.startswith(REPLICA_PREFIX) or name == "clover":
+            serve.delete(name)
+    try:
+        ray.kill(bus_handle())
+    except ValueError:
+        pass
 
 
 def shutdown() -> None:

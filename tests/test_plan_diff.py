@@ -1,7 +1,5 @@
-"""The control loop's pure decisions: what changes on a GPU, in which order, whether it is safe."""
-from controller.loop.control_loop import enough_capacity, order_changes
+"""The plan diff (controller/planning/plan.py) and the loop's planning rate."""
 from controller.planning.plan import (
-    GpuChange,
     GpuPlan,
     Plan,
     SliceAssignment,
@@ -48,21 +46,6 @@ def test_batch_change_is_a_replica_change():
 def test_idle_slice_gets_no_replica_and_first_plan_starts_everything():
     c = diff_gpu(None, gpu((P4, "yolo11l", 8), (P3, None, 1)))
     assert [s.placement for s in c.start_new] == [P4] and not c.stop and c.layout_changes
-
-
-def test_steps_ordered_by_capacity_taken_offline_and_noops_dropped():
-    big = GpuChange("n0/gpu1", stop=(SliceAssignment(P7, "yolo11x", 8),), start_kept=(), start_new=(),
-                    mig_ops=2)
-    small = GpuChange("n0/gpu0", stop=(SliceAssignment(P3, "yolo11m", 8),), start_kept=(), start_new=(),
-                      mig_ops=2)
-    noop = GpuChange("n0/gpu2", (), (), (), 0)
-    lost = {"n0/gpu1": 300.0, "n0/gpu0": 40.0, "n0/gpu2": 0.0}
-    assert [c.gpu_id for c in order_changes([big, noop, small], lambda c: lost[c.gpu_id])] == ["n0/gpu0", "n0/gpu1"]
-
-
-def test_capacity_rule_keeps_headroom():
-    assert enough_capacity(22.0, 20.0, 1.1)
-    assert not enough_capacity(21.9, 20.0, 1.1)
 
 
 def test_plan_with_a_gpu_removed_is_a_change():

@@ -1,0 +1,97 @@
+"""One accounting interval: traffic from the ingress counters, energy from the node agents,
+attribution and carbon by the accountant, one `interval` event in run.log.
+
+Traffic is the difference of cumulative counters (controller/serving/counters.py), taken per
+ingress replica, so a replica that restarted (a new id) or several replicas serving at once are
+counted exactly once. The same `TrafficWindow` also serves the overload check, with its own mark.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from controller.accounting.attribution import Accountant, IntervalAccount, SliceActivity
+from controller.accounting.metrics import CloverMetrics
+from controller.loop.ports import EventSink, Fleet, RouteBus
+from controller.planning.plan import GpuPlan
+from controller.serving.counters import ServingCounters, sum_counters
+from mig.placement import compute_slices_of
+
+
+class TrafficWindow:
+    """What the ingress replicas served since this window's previous `take()`."""
+
+    def __init__(self, bus: RouteBus, clock: Callable[[], float] = time.monotonic) -> None:
+        self.bus = bus
+        self.clock = clock
+        self._last: dict[str, ServingCounters] = {}
+        self._t = clock()
+
+    def take(self) -> tuple[ServingCounters, float]:
+        """(the traffic since the previous take, its duration in seconds)."""
+        now = self.bus.counters()
+        empty = ServingCounters()
+        delta = sum_counters(c.minus(self._last.get(i, empty)) for i, c in now.items())
+        self._last = now
+        t = self.clock()
+        seconds, self._t = max(t - self._t, 1e-3), t
+        return delta, seconds
+
+
+@dataclass(frozen=True)
+class IntervalResult:
+    account: IntervalAccount
+    traffic: ServingCounters
+    duration_s: float
+
+    @property
+    def offered_rps(self) -> float:
+        """Requests per second offered, those turned away included (saturation must not hide demand)."""
+        return (self.traffic.requests() + self.traffic.failures()) / self.duration_s
+
+
+class IntervalAccounting:
+    def __init__(self, accountant: Accountant, window: TrafficWindow, fleet: Fleet, events: EventSink,
+                 metrics: CloverMetrics, on_interval: Callable[[IntervalAccount], None] | None = None) -> None:
+        self.accountant = accountant
+        self.window = window
+        self.fleet = fleet
+        self.events = events
+        self.metrics = metrics
+        self.on_interval = on_interval
+        self.intervals: list[dict[str, object]] = []
+
+    def reset(self) -> None:
+        """Start a fresh interval now (e.g. when serving starts after the first deployment)."""
+        self.window.take()
+        self.fleet.interval_energy()
+
+    def account(self, running: Iterable[GpuPlan], carbon_intensity: float, pue: float, sla_ms: float) -> IntervalResult:
+        traffic, seconds = self.window.take()
+        energy = self.fleet.interval_energy()
+        gpus = self.accountant.gpus
+        # Attribution follows the layout running now (slices removed mid-interval only lose their
+        # share of the *attribution*; the GPU's measured energy is counted in full).
+        activity = [
+            SliceActivity(g.gpu_id, f"{s.placement.profile}@{s.placement.start}", compute_slices_of(s.placement.profile),
+                          s.variant, energy.busy_s.get(g.gpu_id, {}).get(f"{s.placement.profile}@{s.placement.start}",
+                                                                         0.0), s.batch)
+            for g in running if g.gpu_id in gpus for s in g.slices
+        ]
+        p95 = traffic.p_ms(0.95)
+        acct = self.accountant.record_interval(
+            seconds, {k: v for k, v in energy.energy_j.items() if k in gpus}, activity, traffic.by_variant(),
+            carbon_intensity, pue, p95_ms=p95, failed=traffic.failures(), estimated=energy.estimated)
+        rec = acct.event_fields()
+        self.metrics.observe_interval(acct)
+        self.intervals.append(rec)
+        at_ingress = traffic.p_ms(0.95, on_slice=False)
+        self.events.event(
+            "interval", f"{acct.requests} requests, {acct.energy_j:.0f} J, {acct.carbon_g:.3f} g "
+                        f"(base {acct.baseline_carbon_g:.3f} g), p95 on slice {p95 or 0.0:.1f} ms (SLA {sla_ms:.1f}), "
+                        f"at ingress {at_ingress or 0.0:.1f} ms", ingress_p95_ms=at_ingress,
+            failed_by_kind=traffic.failures_by_kind(), notes=list(energy.notes), **rec)
+        if self.on_interval:
+            self.on_interval(acct)
+        return IntervalResult(acct, traffic, seconds)

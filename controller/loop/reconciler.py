@@ -1,0 +1,148 @@
+"""The reconciler: compare the desired plan with what actually runs, and converge — every tick.
+
+Like a Kubernetes controller it keeps no memory of what it did: each tick it observes the node
+agents (GPUs and slices), Serve (slice replicas) and the leases, then
+ 1. routes what runs: every running replica is routed (adopted — never restarted — if it matches
+    the plan), a replica that is not running gets no traffic, and the routing table is
+    republished (which also re-configures a restarted ingress replica or bus);
+ 2. stops replicas that can never serve again (deployment failed, slice destroyed under them);
+ 3. moves every GPU whose actual state differs from the desired one, make-before-break
+    (controller/loop/rollout.py), cheapest step first;
+ 4. stops replicas no plan GPU wants any more (orphans), once the rest carries the load;
+ 5. releases slice leases whose owner no longer exists in Serve.
+So a restarted controller, a restarted ingress, a killed replica or a returning node agent all
+end in the same converged state without a person stepping in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from controller.loop.ports import EventSink, Fleet, ReplicaRuntime
+from controller.loop.rollout import Rollout, StepContext, StepOutcome, enough_capacity, order_changes
+from controller.loop.routes import Routes
+from controller.loop.view import FleetView, ReplicaState, actual_gpu_plan, assignment_of, broken_replicas
+from controller.planning.plan import GpuPlan, Plan, diff_gpu
+
+LEASE_SWEEP_EVERY = 5  # ticks between lease clean-ups (one call per agent)
+GIVEN_UP = ("DEPLOY_FAILED", "UNHEALTHY")
+
+
+@dataclass
+class ReconcileReport:
+    fleet: FleetView
+    outcomes: dict[str, StepOutcome] = field(default_factory=dict)
+    reverted: dict[str, GpuPlan] = field(default_factory=dict)  # GPUs rolled back: this is what they run now
+    serving_gpus: dict[str, str] = field(default_factory=dict)  # gpu_id -> type: GPUs the next plan may use
+
+    @property
+    def converged(self) -> bool:
+        return all(o is StepOutcome.DONE for o in self.outcomes.values())
+
+
+class Reconciler:
+    def __init__(self, fleet: Fleet, runtime: ReplicaRuntime, routes: Routes, rollout: Rollout,
+                 events: EventSink) -> None:
+        self.fleet = fleet
+        self.runtime = runtime
+        self.routes = routes
+        self.rollout = rollout
+        self.events = events
+        self._ticks = 0
+        self._waiting: set[tuple[str, int]] = set()  # (gpu, plan id) already logged as waiting
+
+    def reconcile(self, desired: Plan | None, ctx: StepContext, plan_id: int = 0) -> ReconcileReport:
+        self._ticks += 1
+        view = self.fleet.observe()
+        replicas = self.runtime.list()
+        report = ReconcileReport(view)
+        self._route_what_runs(replicas, ctx)
+        unknown = [n for n, st in self.runtime.statuses().items() if n not in replicas and st in GIVEN_UP]
+        if unknown:  # replicas whose spec cannot be read and that will not come up: nothing to adopt
+            self.runtime.stop(unknown)
+        broken = broken_replicas(view, replicas.values())
+        if broken:
+            self.events.event("error", f"{len(broken)} replicas cannot serve any more (deployment failed or slice "
+                                       f"gone): {[r.name for r in broken]}; stopping them", where="reconcile",
+                              error="broken replicas")
+            self.rollout.stop_replicas([r.spec for r in broken], ctx)
+            replicas = {n: r for n, r in replicas.items() if r not in broken}
+        if desired is not None:
+            self._converge(desired, view, replicas, ctx, report, plan_id)
+            self._stop_orphans(desired, view, ctx)
+        if self._ticks % LEASE_SWEEP_EVERY == 1:
+            self._sweep_leases()
+        report.serving_gpus = self._serving_gpus(view, desired)
+        return report
+
+    # -- 1. routing follows what runs ---------------------------------------------------------------
+    def _route_what_runs(self, replicas: dict[str, ReplicaState], ctx: StepContext) -> None:
+        book = self.routes.book
+        running = {n: r.spec for n, r in replicas.items() if r.running}
+        for n in [n for n in book.specs if n not in running]:
+            book.remove([n])  # gone or restarting: no traffic until it runs again
+        for n, spec in running.items():
+            if n not in book.specs:
+                book.add(spec)  # adopted as it is: no restart
+        self.routes.publish(ctx.model, ctx.rate_rps, ctx.carbon_intensity)
+
+    # -- 3. GPUs towards the desired plan -------------------------------------------------------------
+    def _converge(self, desired: Plan, view: FleetView, replicas: dict[str, ReplicaState], ctx: StepContext,
+                  report: ReconcileReport, plan_id: int) -> None:
+        specs = [r.spec for r in replicas.values()]
+        steps = []
+        for g in desired.gpus:
+            gpu = view.gpus.get(g.gpu_id)
+            if gpu is None or not gpu.enabled:
+                continue  # its agent does not answer now: nothing can change there; what runs keeps serving
+            c = diff_gpu(actual_gpu_plan(gpu, specs), g)
+            if not c.is_noop:
+                steps.append((c, gpu, g))
+        lost = {c.gpu_id: sum(ctx.model.rmax(gpu.handle.gpu_type, s) for s in c.stop) for c, gpu, _ in steps}
+        by_id = {c.gpu_id: (gpu, g) for c, gpu, g in steps}
+        for c in order_changes([c for c, _, _ in steps], lambda c: lost[c.gpu_id]):
+            gpu, g = by_id[c.gpu_id]
+            on_gpu = [s for s in specs if s.gpu_id == c.gpu_id]
+            outcome = self.rollout.step(gpu, on_gpu, g, ctx)
+            report.outcomes[c.gpu_id] = outcome
+            if outcome is StepOutcome.DEFERRED and (c.gpu_id, plan_id) not in self._waiting:
+                self._waiting.add((c.gpu_id, plan_id))
+                self.events.event("warning", f"{c.gpu_id}: waiting, the other replicas cannot carry "
+                                             f"{ctx.rate_rps:.1f} req/s while it changes; retrying every tick",
+                                  where=f"apply {c.gpu_id}")
+            if outcome in (StepOutcome.ROLLED_BACK, StepOutcome.FAILED):
+                now = self.fleet.observe().gpus.get(c.gpu_id)
+                if now is not None:
+                    report.reverted[c.gpu_id] = actual_gpu_plan(now, self.routes.book.specs.values())
+            specs = [s for s in specs if s.gpu_id != c.gpu_id] + [
+                s for s in self.routes.book.specs.values() if s.gpu_id == c.gpu_id]
+
+    # -- 4. replicas no plan GPU wants ------------------------------------------------------------------
+    def _stop_orphans(self, desired: Plan, view: FleetView, ctx: StepContext) -> None:
+        planned = {g.gpu_id for g in desired.gpus}
+        orphans = [s for s in self.routes.book.specs.values() if s.gpu_id not in planned]
+        if not orphans:
+            return
+        staying = [s for s in self.routes.book.serving() if s.gpu_id in planned]
+        capacity = sum(ctx.model.rmax(s.gpu_type, assignment_of(s), ctx.model.settings.transition_sla_factor)
+                       for s in staying)
+        if enough_capacity(capacity, ctx.rate_rps, ctx.model.settings.headroom):
+            self.rollout.stop_replicas(orphans, ctx)
+
+    # -- 5. leases ------------------------------------------------------------------------------------------
+    def _sweep_leases(self) -> None:
+        alive = set(self.runtime.statuses())
+        for node, leases in self.fleet.leases().items():
+            dead = sorted({lease.owner for lease in leases if lease.owner not in alive})
+            if dead:
+                released = self.fleet.release_leases(node, dead)
+                self.events.event("lease", f"released {len(released)} slice leases on {node} whose replicas no "
+                                           f"longer exist: {dead}", node=node, owners=dead)
+
+    def _serving_gpus(self, view: FleetView, desired: Plan | None) -> dict[str, str]:
+        """GPUs the next plan may use: those whose agent answers (MIG on), plus planned GPUs whose
+        agent is missing but whose replicas still serve (we keep them rather than move load)."""
+        out = {gid: g.handle.gpu_type for gid, g in view.gpus.items() if g.enabled}
+        if desired is not None:
+            still = {s.gpu_id for s in self.routes.book.serving()}
+            out.update({g.gpu_id: g.gpu_type for g in desired.gpus if g.gpu_id not in out and g.gpu_id in still})
+        return out

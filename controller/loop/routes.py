@@ -1,0 +1,101 @@
+"""Which replicas get traffic now, and publishing that as a versioned routing table.
+
+The controller keeps a `RouteBook` — replicas serving (with shares), warming (started, share 0)
+and draining (no new requests, in-flight ones finish) — and turns it into a `RoutingTable` that
+every ingress replica pulls from the control bus. The book is rebuilt from what runs after a
+restart (every running replica serves), so it needs no persistence; the table is republished on
+every reconcile tick when it differs from the last one, which also heals a restarted bus.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from controller.loop.ports import EventSink, RouteBus
+from controller.loop.service_model import ServiceModel
+from controller.loop.view import assignment_of
+from controller.serving.replica import ReplicaSpec
+from controller.serving.router import RouteEntry, RoutingTable, per_ingress_bound
+
+ACK_TIMEOUT_S = 5.0  # ingress replicas poll every 0.25 s; this bounds a stuck one
+
+
+@dataclass
+class RouteBook:
+    specs: dict[str, ReplicaSpec] = field(default_factory=dict)  # every routed replica, by name
+    warming: set[str] = field(default_factory=set)
+    draining: set[str] = field(default_factory=set)
+
+    def serving(self) -> list[ReplicaSpec]:
+        return [s for n, s in self.specs.items() if n not in self.warming and n not in self.draining]
+
+    def add(self, spec: ReplicaSpec, warming: bool = False) -> None:
+        self.specs[spec.app_name] = spec
+        self.draining.discard(spec.app_name)
+        if warming:
+            self.warming.add(spec.app_name)
+
+    def serve(self, names: list[str]) -> None:
+        self.warming.difference_update(names)
+
+    def drain(self, names: list[str]) -> None:
+        self.draining.update(n for n in names if n in self.specs)
+
+    def remove(self, names: list[str]) -> None:
+        for n in names:
+            self.specs.pop(n, None)
+            self.warming.discard(n)
+            self.draining.discard(n)
+
+
+def build_table(book: RouteBook, model: ServiceModel, rate_rps: float, carbon_intensity: float,
+                ingress_replicas: int, version: int) -> RoutingTable:
+    """Shares over the serving replicas (optimal at this rate, else by SLA capacity), share 0 for
+    warming and draining ones, and each replica's queue bound split over the ingress replicas."""
+    serving = sorted(book.serving(), key=lambda s: s.app_name)
+    shares = model.shares([(s.gpu_type, assignment_of(s)) for s in serving], rate_rps, carbon_intensity)
+    share = {s.app_name: x for s, x in zip(serving, shares)}
+    entries = tuple(
+        RouteEntry(n, s.service, s.variant, share.get(n, 0.0),
+                   per_ingress_bound(model.queue_bound(s), ingress_replicas), n in book.draining)
+        for n, s in sorted(book.specs.items())
+    )
+    return RoutingTable(version, entries)
+
+
+class Routes:
+    """Publishes the book through the bus and waits for ingress replicas to route by it."""
+
+    def __init__(self, bus: RouteBus, events: EventSink, ingress_replicas: int) -> None:
+        self.bus = bus
+        self.events = events
+        self.ingress_replicas = ingress_replicas
+        self.book = RouteBook()
+        self.table: RoutingTable | None = None
+
+    def publish(self, model: ServiceModel, rate_rps: float, carbon_intensity: float, *, wait: bool = False) -> None:
+        """Publish the book if it changed (always re-send the current table: the bus may have
+        restarted); with `wait`, return once every live ingress routes by it (or after a bound)."""
+        table = build_table(self.book, model, rate_rps, carbon_intensity, self.ingress_replicas, time.time_ns())
+        if table.same_routes(self.table):
+            assert self.table is not None
+            self.bus.publish(self.table)
+            return
+        self.table = table
+        self.bus.publish(table)
+        self.events.event("shares", f"traffic over {sum(1 for e in table.entries if e.share > 0)} replicas",
+                          shares={e.name: round(e.share, 4) for e in table.entries}, version=table.version)
+        if wait:
+            self.wait_acknowledged()
+
+    def wait_acknowledged(self, timeout_s: float = ACK_TIMEOUT_S) -> bool:
+        if self.table is None:
+            return True
+        deadline = time.monotonic() + timeout_s
+        while not self.bus.acknowledged(self.table.version):
+            if time.monotonic() > deadline:
+                self.events.event("warning", f"ingress replicas did not confirm routing table {self.table.version} "
+                                             f"within {timeout_s:.0f}s; going on", where="routes")
+                return False
+            time.sleep(0.05)
+        return True

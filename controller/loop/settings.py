@@ -1,0 +1,42 @@
+"""What the operator chose for the control loop (flags of `controller run`), as one immutable value.
+
+A config change (`POST /v1/config`) makes a new `LoopSettings` with `replace`; nothing rewrites
+settings in place, so every part of the loop sees one consistent set per tick.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    service: str
+    lam: float
+    sla_ms: float | None  # None: Base's p95 at the expected rate (Clover's SLA), fixed at start
+    replan_every_s: float
+    rate_rps: float  # expected request rate for the first plan (measured afterwards)
+    pue: float = 1.5
+    execution: str = "simulated"
+    variants: tuple[str, ...] | None = None  # variants the planner may use (None: all of the service)
+    headroom: float = 1.1  # capacity kept above the measured rate while slices are down
+    # While one GPU step runs (seconds), the replicas that stay up may run at a p95 of up to
+    # this × SLA; never more. 1.0 is strict, but then a fully used 2-GPU plan can never change.
+    transition_sla_factor: float = 2.0
+    drain_timeout_s: float = 15.0
+    replica_timeout_s: float = 120.0
+    threads: int = 1
+    weights_dir: str | None = None
+    min_rate_rps: float = 1.0
+    # Hours of carbon forecast handed to the planner: a new plan is adopted only if it pays back
+    # its reconfiguration cost over them (controller/planning/planner.py). 0: re-plan on the current value.
+    forecast_hours: int = 6
+    # How often the reconciler compares what runs with the desired state and converges (seconds).
+    reconcile_every_s: float = 2.0
+    ingress_replicas: int = 2
+
+    @property
+    def sla(self) -> float:
+        """The SLA in ms; only valid once the loop has fixed it (see ControlLoop)."""
+        if self.sla_ms is None:
+            raise ValueError("the SLA is not fixed yet")
+        return self.sla_ms

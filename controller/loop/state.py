@@ -1,0 +1,78 @@
+"""The desired state: the plan the cluster should converge to, versioned and persisted.
+
+Why a file on the head node: it must outlive every process — the controller (killed, restarted,
+detached), the Ray cluster itself (`ray stop` and a fresh start) — and be readable by a person.
+It lives at RUN_DIR/state/desired.json (the same `--run-dir` means the same deployment), written
+atomically (temporary file, fsync, rename), so a crash mid-write leaves the previous version.
+A restarted controller loads it and adopts what already runs instead of re-deploying.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from controller.planning.plan import Plan
+
+FORMAT = 1
+
+
+class StateFileError(ValueError):
+    """The state file exists but cannot be read; the message says which file and why."""
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    version: int
+    plan: Plan | None
+    lam: float
+    sla_ms: float
+    rate_rps: float  # the rate the plan was sized for
+    updated_at: float
+
+    def with_plan(self, plan: Plan, rate_rps: float) -> DesiredState:
+        return replace(self, version=self.version + 1, plan=plan, rate_rps=rate_rps, updated_at=time.time())
+
+    def to_json(self) -> dict[str, object]:
+        return {"format": FORMAT, "version": self.version, "plan": self.plan.to_json() if self.plan else None,
+                "lambda": self.lam, "sla_ms": self.sla_ms, "rate_rps": self.rate_rps, "updated_at": self.updated_at}
+
+    @classmethod
+    def from_json(cls, d: dict) -> DesiredState:
+        return cls(int(d["version"]), Plan.from_json(d["plan"]) if d.get("plan") else None, float(d["lambda"]),
+                   float(d["sla_ms"]), float(d["rate_rps"]), float(d["updated_at"]))
+
+
+class StateStore:
+    """DesiredState in one JSON file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def load(self) -> DesiredState | None:
+        if not self.path.exists():
+            return None
+        try:
+            doc = json.loads(self.path.read_text())
+            if doc.get("format") != FORMAT:
+                raise ValueError(f"format {doc.get('format')!r}, expected {FORMAT}")
+            return DesiredState.from_json(doc)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StateFileError(f"{self.path}: cannot read the desired state ({exc}); move the file away to "
+                                 "start this deployment from a fresh plan") from None
+
+    def save(self, state: DesiredState) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".desired-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(state.to_json(), f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
