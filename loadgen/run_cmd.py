@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from configs.cli import service_name
 from configs.loader import ConfigError, load_services
 from loadgen.arrivals import RateTrace, load_rate_trace
 from loadgen.errors import LoadgenInputError
@@ -54,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="CSV 't_s,rate_rps' (first row t_s=0): piecewise-constant rate; the last rate holds to the end")
     parser.add_argument("--duration", type=parse_duration, required=True, metavar="D",
                         help="how long to send: seconds, or with a unit (90s, 2m, 1h)")
-    parser.add_argument("--service", default="yolo", choices=sorted(load_services().services),
-                        help="service whose input to send (default: yolo)")
+    parser.add_argument("--service", default="yolo", type=service_name,
+                        help="service whose input to send, from configs/services.yaml (default: yolo)")
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="controller ingress (default: %(default)s)")
     parser.add_argument("--payloads", metavar="PATH",
                         help="folder of JPEG/PNG (yolo, efficientnet) or SQuAD-style JSON file (albert); default: synthetic")

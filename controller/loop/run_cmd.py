@@ -8,14 +8,18 @@ RUN_DIR/run.log (+ run.jsonl, emissions.csv).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from configs.cli import service_name
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--service", required=True, help="service to serve (yolo, efficientnet, albert)")
+    parser.add_argument("--service", required=True, type=service_name,
+                        help="service to serve, from configs/services.yaml (yolo, efficientnet, albert)")
     parser.add_argument("--address", help="Ray cluster address HOST:PORT (default: start a local cluster)")
     parser.add_argument("--carbon-source", default="trace:emaps_us-cal-ciso_2023",
                         help="trace:NAME_OR_PATH, constant:G, electricitymaps:ZONE, watttime:REGION, uk[:REGION]")
@@ -26,14 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replan-every", type=float, default=300.0, help="seconds between re-plans (default 300)")
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="trace seconds per wall second for trace: sources (e.g. 720 = a day in 2 min)")
-    parser.add_argument("--pue", type=float, default=1.5)
+    parser.add_argument("--pue", type=float, default=1.5,
+                        help="data-centre power usage effectiveness applied to all energy (default 1.5)")
     parser.add_argument("--execution", choices=("simulated", "real"), default="simulated",
                         help="simulated: service time/energy from the performance model; real: run the models")
     parser.add_argument("--variants", default=None,
                         help="comma-separated variants the planner may use (default: all of the service)")
     parser.add_argument("--run-dir", default="runs/controller", help="where run.log, run.jsonl, emissions.csv go")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port of the ingress (default 8000)")
     parser.add_argument("--simulate-node", action="store_true",
                         help="no --address: also start a simulated 2-GPU H100 node agent on this machine")
 
@@ -75,9 +80,9 @@ def make_loop(args: argparse.Namespace, agents: dict[str, Any], ingress: Any, ru
                             variants=allowed_variants(known_service(args.service), getattr(args, "variants", None)))
     loop = ControlLoop(settings, runlog=runlog, carbon=carbon, agents=agents, ingress=ingress)
     gpu_types = sorted({g.gpu_type for g in loop.gpus.values()})
-    csv = EmissionsCsv(run_dir / "emissions.csv", project_name=f"clover-{args.service}", run_id=run_dir.name,
-                       gpu_count=len(loop.gpus), gpu_model=",".join(gpu_types), carbon_source=args.carbon_source)
-    loop.on_interval = csv.append
+    csv = EmissionsCsv(run_dir / "emissions.csv", run_id=run_dir.name, gpu_count=len(loop.gpus),
+                       gpu_model=",".join(gpu_types), carbon_source=args.carbon_source)
+    loop.on_interval = functools.partial(csv.append, service=args.service)
     return loop
 
 
