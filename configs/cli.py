@@ -71,10 +71,20 @@ def make_parser(prog: str, description: str, commands: dict[str, tuple[str, str]
     for name, (module, help_) in commands.items():
         p = sub.add_parser(name, help=help_, description=help_)
         importlib.import_module(module).add_arguments(p)
-        p.add_argument("--log-level", choices=LOG_LEVELS, default="info",
-                       help="least severe log messages shown on the console (default: info)")
+        _add_log_level(p)
         p.set_defaults(_module=module)
     return parser
+
+
+def _add_log_level(parser: argparse.ArgumentParser) -> None:
+    """`--log-level` on every leaf command (`gpu-node mig list` too), where users type options."""
+    nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in nested:
+        for sub in action.choices.values():
+            _add_log_level(sub)
+    if not nested:
+        parser.add_argument("--log-level", choices=LOG_LEVELS, default="info",
+                            help="least severe log messages shown on the console (default: info)")
 
 
 def dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
@@ -88,7 +98,7 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: give a command (see `{parser.prog} --help`)", file=sys.stderr)
         return 2
-    setup_logging(args.log_level)
+    setup_logging(getattr(args, "log_level", "info"))
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except (UsageError, ConfigError) as exc:
