@@ -23,7 +23,8 @@ def test_run_writes_table_and_json(tmp_path, capsys):
     assert doc["variants"] == {"yolo11n": doc["ok"]}
     assert doc["service"] == "yolo" and doc["duration_s"] == 1.0
     table = capsys.readouterr().out
-    for label in ("sent", "error http_503", "p95 latency of ok (ms)", "variant yolo11n", "dropped_client_side"):
+    for label in ("sent", "error http_503", "p99.9 latency / service time of ok (ms)", "variant yolo11n",
+                  "dropped_client_side"):
         assert label in table
 
 
