@@ -14,13 +14,13 @@ from loadgen.timeline import write_timeline
 from tests.loadgen_fake_server import Action, FakeInferServer
 
 IMAGES = synthetic_images(2, seed=0)
-STALL_S = 0.4
+STALL_S = 0.6
 
 
 def test_a_stalled_client_charges_the_wait_to_latency_not_to_service_time():
-    """The event loop freezes once for 0.4 s (as under GC or CPU contention): requests due meanwhile go
-    out late. Measured from their scheduled send they waited >= most of the stall; from the actual
-    send (the old figure) they look as fast as the others."""
+    """The event loop freezes once for 0.6 s (as under GC or CPU contention): requests due meanwhile go
+    out late. Measured from their scheduled send, each carries its wait (latency - service time =
+    send lag, up to the whole stall); measured from the actual send (the old figure), none does."""
     stalled = []
 
     def freeze_once(elapsed_s: float, _stats) -> None:
@@ -29,16 +29,16 @@ def test_a_stalled_client_charges_the_wait_to_latency_not_to_service_time():
             time.sleep(STALL_S)  # blocks the generator's event loop
 
     with FakeInferServer([Action("ok", "a", 0.005)]) as server:
-        result = run_load_sync(server.url, "yolo", RateTrace.constant(50), 2.0, IMAGES, seed=11,
+        result = run_load_sync(server.url, "yolo", RateTrace.constant(50), 3.0, IMAGES, seed=11,
                                on_progress=freeze_once)
-    assert stalled and result.ok == server.tally.received > 60
+    assert stalled and result.ok == server.tally.received > 100
     lat, svc = result.latency_ms, result.service_time_ms
-    assert lat["max"] >= 0.6 * STALL_S * 1000 > svc["p99"]
-    assert lat["p99"] > 2 * svc["p99"]
-    assert result.max_send_lag_ms >= 0.6 * STALL_S * 1000
-    assert svc["min"] <= lat["min"] and svc["max"] <= lat["max"] + 1e-6
-    worst = max(result.timeline, key=lambda r: r.p95_ms or 0.0)
-    assert worst.second in (0, 1) and worst.p95_ms > 4 * min(r.p95_ms for r in result.timeline if r.p95_ms)
+    assert lat["max"] >= 0.6 * STALL_S * 1000 and result.max_send_lag_ms >= 0.6 * STALL_S * 1000
+    # ~30 requests fell in the stall, late by 0.3 s on average: ~60 ms more per request over ~150
+    assert lat["mean"] - svc["mean"] >= 0.05 * STALL_S * 1000
+    assert all(lat[k] >= svc[k] - 1e-6 for k in ("min", "p50", "p99", "max"))
+    stalled_second = result.timeline[int(stalled[0])]  # the freeze began in this second: its requests waited
+    assert stalled_second.p95_ms >= 0.5 * STALL_S * 1000
 
 
 def test_timeline_csv_and_plot_add_up_to_the_run(tmp_path):

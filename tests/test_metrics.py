@@ -53,7 +53,7 @@ def test_request_latency_is_a_histogram_in_seconds_with_counters_by_kind():
     assert fams["clover_request_duration_seconds"].type == "histogram"
     assert fams["clover_slice_duration_seconds"].type == "histogram"
     n = lab(service="yolo", variant="yolo11n")
-    bucket = lambda le: s[("clover_request_duration_seconds_bucket", tuple(sorted((*n, ("le", le)))))]  # noqa: E731
+    bucket = lambda le: s[("clover_request_duration_seconds_bucket", tuple(sorted((*n, ("le", le)))))]
     assert bucket("0.0064") == 1 and bucket("0.0256") == 2 and bucket("0.0363") == 3 and bucket("0.205") == 4
     assert bucket("+Inf") == 4 == s[("clover_request_duration_seconds_count", n)]
     assert s[("clover_request_duration_seconds_sum", n)] == pytest.approx(0.255)
@@ -98,7 +98,7 @@ def test_accounting_counters_energy_carbon_baseline_intensity_and_changes():
     snap, accounts = _accounting()
     a = accounts[-1]
     fams, s = _parse(render_metrics(ServingCounters(), snap))
-    sl = lambda **kw: lab(service="yolo", gpu="gpu0", **kw)  # noqa: E731
+    sl = lambda **kw: lab(service="yolo", gpu="gpu0", **kw)
     e4 = s[("clover_energy_joules_total", sl(slice="4g@0", variant="yolo11x"))]
     e3 = s[("clover_energy_joules_total", sl(slice="3g@4", variant="yolo11n"))]
     assert e4 + e3 == pytest.approx(4000.0) and e4 == pytest.approx(2 * a.energy_by_slice["gpu0/4g@0"])
