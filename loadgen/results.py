@@ -38,20 +38,39 @@ class SecondStats:
 
 @dataclass
 class LoadStats:
-    """Live counters of one run; `offered == sent + dropped_client_side` at all times."""
+    """Live counters of one run, kept per scheduled second; the run's totals are their sums, so
+    `offered == sent + dropped_client_side` holds at all times, per second and overall."""
 
-    offered: int = 0
-    sent: int = 0
-    dropped_client_side: int = 0
-    ok: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
+    seconds: dict[int, SecondStats] = field(default_factory=dict)
     error_examples: dict[str, str] = field(default_factory=dict)
     retry_after_seen: int = 0
     variants: Counter[str] = field(default_factory=Counter)
-    seconds: dict[int, SecondStats] = field(default_factory=dict)
     in_flight: int = 0
     max_in_flight: int = 0
     max_send_lag_ms: float = 0.0
+
+    def _total(self, name: str) -> int:
+        return sum(getattr(s, name) for s in self.seconds.values())
+
+    @property
+    def offered(self) -> int:
+        return self._total("offered")
+
+    @property
+    def sent(self) -> int:
+        return self._total("sent")
+
+    @property
+    def dropped_client_side(self) -> int:
+        return self._total("dropped_client_side")
+
+    @property
+    def ok(self) -> int:
+        return self._total("ok")
+
+    @property
+    def errors(self) -> Counter[str]:
+        return sum((s.errors for s in self.seconds.values()), Counter())
 
     @property
     def failed(self) -> int:
@@ -61,15 +80,11 @@ class LoadStats:
         return self.seconds.setdefault(second, SecondStats())
 
     def record_drop(self, second: int) -> None:
-        self.offered += 1
-        self.dropped_client_side += 1
         s = self._second(second)
         s.offered += 1
         s.dropped_client_side += 1
 
     def record_send(self, second: int, lag_s: float) -> None:
-        self.offered += 1
-        self.sent += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         self.max_send_lag_ms = max(self.max_send_lag_ms, lag_s * 1000.0)
@@ -79,7 +94,6 @@ class LoadStats:
 
     def record_ok(self, second: int, latency_ms: float, service_ms: float, variant: str | None) -> None:
         self.in_flight -= 1
-        self.ok += 1
         s = self._second(second)
         s.ok += 1
         s.latencies_ms.append(latency_ms)
@@ -89,7 +103,6 @@ class LoadStats:
 
     def record_error(self, second: int, kind: str, detail: str, retry_after: bool = False) -> None:
         self.in_flight -= 1
-        self.errors[kind] += 1
         self._second(second).errors[kind] += 1
         self.error_examples.setdefault(kind, detail[:ERROR_EXAMPLE_CHARS])
         self.retry_after_seen += int(retry_after)
