@@ -5,7 +5,7 @@
 One row per (variant, dtype, batch) present in both files: p50 latency (both), and p50
 latency, throughput and energy per item as new / reference ratios. Ratios near 1 on an H100 mean the profiler reproduces the
 bundled measurements; the reference's fp16 batch-1 small-model numbers are launch-bound and
-noisy (see ../shared/data/profiles/README.md), so judge those loosely.
+noisy (see docs/data.md, "Measured model-variant profiles"), so judge those loosely.
 """
 from __future__ import annotations
 

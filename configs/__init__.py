@@ -11,6 +11,7 @@ from configs.loader import (
     profile_paths,
     resolve_trace,
     trace_names,
+    trace_zone,
 )
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "profile_paths",
     "resolve_trace",
     "trace_names",
+    "trace_zone",
 ]

@@ -73,3 +73,19 @@ def resolve_trace(name_or_path: str | Path) -> Path:
         f"carbon trace {str(name_or_path)!r} not found: give a CSV path with header "
         f"'timestamp,carbon_intensity_gco2_per_kwh' or one of: {', '.join(trace_names())}"
     )
+
+
+def trace_zone(name_or_path: str | Path) -> str | None:
+    """The grid zone a trace says it covers (zones.yaml beside the CSV), None when it says nothing."""
+    path = resolve_trace(name_or_path)
+    zones_file = path.parent / "zones.yaml"
+    if not zones_file.exists():
+        return None
+    try:
+        zones = yaml.safe_load(zones_file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{zones_file}: not valid YAML: {exc}") from None
+    if not isinstance(zones, dict):
+        raise ConfigError(f"{zones_file}: expected a mapping trace name -> zone, got {type(zones).__name__}")
+    zone = zones.get(path.stem)
+    return None if zone is None else str(zone)

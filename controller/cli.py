@@ -23,16 +23,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+EPILOG = """\
+`controller --service NAME ...` without a command is short for `controller run --service NAME ...`.
+Each command has its own help: `controller run --help`, `controller demo --help`, ...
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     return make_parser(
-        "controller", "Clover controller: carbon-aware MIG partitioning and model-variant selection.", COMMANDS
+        "controller", "Clover controller: carbon-aware MIG partitioning and model-variant selection.", COMMANDS,
+        epilog=EPILOG,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `controller --service yolo` is the documented way to start the controller.
-    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv = ["run", *argv]
     return dispatch(build_parser(), argv)
 

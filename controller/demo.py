@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from configs.cli import service_name
 from loadgen.run_cmd import parse_duration
 
 SUMMARY_KEYS = ("requests_sent", "requests_ok", "requests_failed", "reconfigurations", "carbon_g",
@@ -27,7 +28,8 @@ TRACE_DAY_S = 86400.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--service", default="efficientnet", help="efficientnet (default), yolo or albert")
+    parser.add_argument("--service", default="efficientnet", type=service_name,
+                        help="efficientnet (default), yolo or albert")
     parser.add_argument("--duration", type=parse_duration, default=120.0, help="load duration: 120s, 2m, … (default 120s)")
     parser.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     parser.add_argument("--rate", type=float, default=None,
@@ -96,13 +98,14 @@ def print_table(summary: dict[str, Any], service: str) -> None:
 
 def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None = None, execution: str = "simulated",
              lam: float = 0.5, carbon_source: str = "trace:clover_ciso-march_49h", replan_every: float = 10.0,
-             port: int = 0, echo: bool = True, variants: str | None = None) -> dict[str, Any]:
+             port: int = 0, echo: bool = True, variants: str | None = None, log_level: str = "info") -> dict[str, Any]:
     """Run the demo and return the summary (also written to out/summary.json).
 
     With `execution="real"` the replicas run the real networks on this machine's CPU, so the
     defaults drop to what a laptop serves in real time: the service's two smallest variants at
     2 req/s. Latency is then CPU latency, not the GPU figures the SLA is derived from.
     """
+    from configs.logsetup import setup_logging
     from controller.loop.assemble import LoopSpec, allowed_variants, build_loop, known_service
     from controller.loop.interval import TrafficWindow
     from controller.loop.settings import LoopSettings
@@ -130,6 +133,7 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
                             detached=False)  # keep the handle: it owns the (non-detached) agent
         bus = start_serving([service], port=port, ingress_replicas=settings.ingress_replicas)
         loop = build_loop(LoopSpec(settings, carbon_source, TRACE_DAY_S / duration_s, str(out), echo))
+        setup_logging(log_level, runlog=loop.events)
         loop.start()  # first deployment, before any load
         first_steps = loop.stats.reconfigurations
         run_traffic = TrafficWindow(bus)
@@ -157,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = run_demo(args.service, args.duration, Path(args.out), rate=args.rate, execution=args.execution,
                            lam=args.lam, carbon_source=args.carbon_source, replan_every=args.replan_every,
-                           port=args.port, variants=args.variants)
+                           port=args.port, variants=args.variants, log_level=args.log_level)
     except ValueError as exc:
         print(f"controller demo: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Measure latency, throughput and energy of model variants on this machine's device.
 
 Output has exactly the JSON shape of the bundled H100 profiles (configs/profiles, described in
-../shared/data/profiles/README.md), so `PerformanceModel.from_profiles` accepts it in their
+docs/data.md), so `PerformanceModel.from_profiles` accepts it in their
 place. Method, as for the bundled files: per (variant, dtype, batch) a warm-up, then a timed
 window of back-to-back synchronous forward passes of the network alone on random inputs of the
 production shape (pre/post-processing runs on the CPU beside the GPU and, with random weights,

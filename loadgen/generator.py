@@ -5,6 +5,11 @@ Each arrival is sent at its scheduled absolute time whatever the server is doing
 (the generator is saturated, not the server) instead of being queued, which would silently
 lower the offered rate. Every server-side failure is recorded by kind, never raised: a load test
 exists to observe those failures.
+
+Each request carries its scheduled send time: its latency is measured from then (so event-loop
+lag or a late wake-up counts against the system, wrk2's correction of coordinated omission),
+its service time from the moment it was actually sent, and its outcome is booked to the second
+it was scheduled in (loadgen/results.py).
 """
 from __future__ import annotations
 
@@ -12,8 +17,8 @@ import asyncio
 import errno
 import json
 import random
-import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import httpx
 
@@ -51,23 +56,30 @@ def _variant_of(response: httpx.Response) -> str | None:
     return str(variant) if variant is not None else None
 
 
+@dataclass(frozen=True)
+class _Scheduled:
+    at: float  # event-loop time the request was due
+    second: int  # second of the run it was due in
+
+
 async def _one_request(client: httpx.AsyncClient, endpoint: str, payload: Payload, timeout_s: float,
-                       stats: LoadStats) -> None:
-    start = time.perf_counter()
+                       stats: LoadStats, due: _Scheduled) -> None:
+    clock = asyncio.get_running_loop().time
+    start = clock()
     try:
         async with asyncio.timeout(timeout_s):  # total deadline; httpx's timeouts are per phase
             response = await client.post(endpoint, content=payload.body, headers={"Content-Type": payload.content_type})
     except (TimeoutError, httpx.TimeoutException):
-        stats.record_error("timeout", f"no response within {timeout_s:g} s")
+        stats.record_error(due.second, "timeout", f"no response within {timeout_s:g} s")
         return
     except httpx.RequestError as exc:
-        stats.record_error(_transport_error_kind(exc), f"{type(exc).__name__}: {exc}")
+        stats.record_error(due.second, _transport_error_kind(exc), f"{type(exc).__name__}: {exc}")
         return
-    latency_ms = (time.perf_counter() - start) * 1000.0
+    end = clock()
     if response.is_success:
-        stats.record_ok(latency_ms, _variant_of(response))
+        stats.record_ok(due.second, (end - due.at) * 1000.0, (end - start) * 1000.0, _variant_of(response))
     else:
-        stats.record_error(f"http_{response.status_code}", f"{payload.source}: {response.text}",
+        stats.record_error(due.second, f"http_{response.status_code}", f"{payload.source}: {response.text}",
                            retry_after="retry-after" in response.headers)
 
 
@@ -101,13 +113,13 @@ async def run_load(url: str, service: str, rate: float | RateTrace, duration_s: 
 
         ticker = asyncio.create_task(report()) if on_progress else None
         for offset in poisson_arrivals(trace, duration_s, rng):
-            delay = t0 + offset - loop.time()
-            await asyncio.sleep(max(delay, 0.0))  # sleep(0) still lets finished requests free their slots
+            due = _Scheduled(t0 + offset, int(offset))
+            await asyncio.sleep(max(due.at - loop.time(), 0.0))  # sleep(0) still lets finished requests free slots
             if stats.in_flight >= concurrency:
-                stats.record_drop()
+                stats.record_drop(due.second)
                 continue
-            stats.record_send(lag_s=max(0.0, -delay))
-            task = asyncio.create_task(_one_request(client, endpoint, pick.choice(payloads), timeout_s, stats))
+            stats.record_send(due.second, lag_s=max(0.0, loop.time() - due.at))
+            task = asyncio.create_task(_one_request(client, endpoint, pick.choice(payloads), timeout_s, stats, due))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         remaining = t0 + duration_s - loop.time()

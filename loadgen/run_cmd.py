@@ -16,12 +16,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from configs.cli import service_name
 from configs.loader import ConfigError, load_services
 from loadgen.arrivals import RateTrace, load_rate_trace
 from loadgen.errors import LoadgenInputError
 from loadgen.generator import run_load_sync
 from loadgen.payloads import load_payloads
-from loadgen.results import LoadResult, LoadStats
+from loadgen.results import SUMMARY_KEYS, LoadResult, LoadStats
+from loadgen.timeline import write_timeline
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -54,8 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="CSV 't_s,rate_rps' (first row t_s=0): piecewise-constant rate; the last rate holds to the end")
     parser.add_argument("--duration", type=parse_duration, required=True, metavar="D",
                         help="how long to send: seconds, or with a unit (90s, 2m, 1h)")
-    parser.add_argument("--service", default="yolo", choices=sorted(load_services().services),
-                        help="service whose input to send (default: yolo)")
+    parser.add_argument("--service", default="yolo", type=service_name,
+                        help="service whose input to send, from configs/services.yaml (default: yolo)")
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="controller ingress (default: %(default)s)")
     parser.add_argument("--payloads", metavar="PATH",
                         help="folder of JPEG/PNG (yolo, efficientnet) or SQuAD-style JSON file (albert); default: synthetic")
@@ -65,6 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-request deadline in seconds, counted as 'timeout' (default: 10)")
     parser.add_argument("--seed", type=int, default=None, help="seed arrivals and payload choice for a repeatable run")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to this file")
+    parser.add_argument("--timeline", metavar="CSV",
+                        help="write the per-second timeline (offered, sent, ok, errors by kind, p95) to this .csv "
+                             "file and its plot beside it (.png)")
+    parser.add_argument("--sla-ms", type=_positive(float), metavar="MS",
+                        help="p95 SLA in ms, drawn as a line on the timeline plot")
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
 
 
@@ -77,8 +84,16 @@ def _check_url(url: str) -> None:
         raise LoadgenInputError(f"--url {url!r}: expected http://HOST:PORT or https://HOST:PORT")
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def results_table(result: LoadResult) -> Table:
-    """The final summary: one row per figure, errors and variants one row per kind."""
+    """The final summary: one row per figure, errors and variants one row per kind.
+
+    Latency runs from each request's scheduled send time (what a user would have waited),
+    service time from its actual send.
+    """
     table = Table(title=f"loadgen: {result.service} at {result.url}", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -96,8 +111,9 @@ def results_table(result: LoadResult) -> Table:
     rows += [(f"  error {kind}", str(n)) for kind, n in result.errors.items()]
     if result.retry_after_seen:
         rows.append(("  with Retry-After", str(result.retry_after_seen)))
-    for name in ("p50", "p95", "p99"):
-        rows.append((f"{name} latency of ok (ms)", "-" if lat[name] is None else f"{lat[name]:.1f}"))
+    svc = result.service_time_ms
+    for name in SUMMARY_KEYS:
+        rows.append((f"{name} latency / service time of ok (ms)", f"{_ms(lat[name])} / {_ms(svc[name])}"))
     rows += [(f"variant {name}", str(n)) for name, n in result.variants.items()]
     for metric, value in rows:
         table.add_row(metric, value)
@@ -120,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         payloads = load_payloads(service.input, args.payloads, args.seed)
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        if args.timeline and Path(args.timeline).suffix != ".csv":
+            raise LoadgenInputError(f"--timeline {args.timeline!r}: give a .csv file name (the plot goes beside it)")
     except (LoadgenInputError, ConfigError, OSError) as exc:
         print(f"loadgen: error: {exc}", file=sys.stderr)  # plain print: rich would wrap long paths
         return 2
@@ -135,4 +153,7 @@ def run(args: argparse.Namespace) -> int:
     Console().print(results_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    if args.timeline:
+        for path in write_timeline(result, args.timeline, sla_ms=args.sla_ms):
+            print(f"timeline: {path}")
     return 0

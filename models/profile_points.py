@@ -1,6 +1,6 @@
 """Read measured profile JSON files into flat, validated points (the only I/O of the model).
 
-The JSON shape is the one of ../shared/data/profiles (see configs/profiles) and of
+The JSON shape is the one of configs/profiles (see docs/data.md) and of
 `gpu-node profile` output:
 
     {"info": {"gpu": ..., "idle_power_w": ..., "mps_active_thread_pct": "12" | null,

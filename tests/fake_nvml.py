@@ -1,6 +1,6 @@
 """A stand-in for the `pynvml` module, driven by a test clock (the GPU is outside this machine).
 
-Starting values are the ones recorded on a real H100 SXM (../shared/data/nvidia-smi/
+Starting values are the ones recorded on a real H100 SXM (tests/fixtures/nvidia-smi/
 h100-sxm_mig-disabled.txt): energy counter 159873776 mJ, power 74892 mW. The energy counter
 advances only every `period_s` (NVML documents 20-100 ms), like the real one. Errors are the
 real pynvml exception classes.

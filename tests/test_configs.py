@@ -11,7 +11,7 @@ def test_catalog_has_the_four_gpu_types_with_h100_values_from_nvidia_smi():
     cat = load_gpu_catalog()
     assert set(cat.gpu_types) == {"H100-80GB", "A100-40GB", "A100-80GB", "H200-141GB"}
     h100 = cat.get("H100-80GB")
-    # verbatim from ../shared/data/nvidia-smi/h100-sxm_mig-disabled.txt (-lgip, -lgipp)
+    # verbatim from tests/fixtures/nvidia-smi/h100-sxm_mig-disabled.txt (-lgip, -lgipp)
     assert [(p.id, p.name, p.sms, p.memory_gib, p.max_instances) for p in h100.profiles] == [
         (19, "1g.10gb", 16, 9.75, 7), (20, "1g.10gb+me", 16, 9.75, 1), (15, "1g.20gb", 26, 19.62, 4),
         (14, "2g.20gb", 32, 19.62, 3), (9, "3g.40gb", 60, 39.5, 2), (5, "4g.40gb", 64, 39.5, 1),

@@ -1,4 +1,4 @@
-"""Clover's objective (REFERENCE.md §1): normalisation at CI 250 g/kWh and PUE 1.5."""
+"""Clover's objective (docs/background.md §1): normalisation at CI 250 g/kWh and PUE 1.5."""
 import pytest
 
 from configs.units import carbon_g

@@ -44,7 +44,7 @@ def run_dir(tmp_path):
     clock = FakeClock()
     source = make_source("trace:emaps_de_2023", time_scale=3600, clock=clock)
     acct = Accountant(load_services().get("yolo"), {"gpu0": GPU, "gpu1": GPU}, PerformanceModel.default())
-    csv_out = EmissionsCsv(tmp_path / "emissions.csv", project_name="clover-yolo", run_id="test-run", gpu_count=2,
+    csv_out = EmissionsCsv(tmp_path / "emissions.csv", run_id="test-run", gpu_count=2,
                            gpu_model="NVIDIA H100 80GB HBM3", carbon_source=source.name)
     log.event("start", "controller started", service="yolo", lam=0.5, sla_ms=45.0,
               carbon_source=source.name, gpus=["gpu0", "gpu1"])
@@ -61,7 +61,7 @@ def run_dir(tmp_path):
         a = acct.record_interval(30.0, {"gpu0": 30.0 * 180, "gpu1": 30.0 * 150}, _slices(plan), reqs,
                                  reading.value_gco2_per_kwh, 1.5, p95_ms=30.0 + k,
                                  timestamp=t0 + timedelta(seconds=30 * (k + 1)))
-        csv_out.append(a)
+        csv_out.append(a, service="yolo")
         log.event("interval", "interval accounted", **a.event_fields())
         clock.advance(1.0)
     log.event("end", "controller stopped", summary={"carbon_g": acct.totals().carbon_g})
@@ -106,5 +106,6 @@ def test_cli_report_and_bad_dir(run_dir, tmp_path, capsys):
     path, _ = run_dir
     assert main(["report", str(path)]) == 0
     assert "report.html" in capsys.readouterr().out
-    assert main(["report", str(tmp_path / "missing")]) == 1
-    assert "not a directory" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "missing")]) == 2  # input error: stderr, exit 2 like every command
+    captured = capsys.readouterr()
+    assert "not a directory" in captured.err and captured.out == ""

@@ -84,6 +84,6 @@ def test_simulated_node_check_reads_the_backend(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["demo", "--duration", "0s"], ["demo", "--duration", "soon"]])
-def test_demo_rejects_bad_duration(argv):
-    with pytest.raises(SystemExit):
-        controller_main(argv)
+def test_demo_rejects_bad_duration(argv, capsys):
+    assert controller_main(argv) == 2
+    assert "expected a positive duration" in capsys.readouterr().err

@@ -210,7 +210,12 @@ def test_state_changing_endpoints_need_the_bearer_token(stack):
     assert TOKEN not in (stack["run_dir"] / "run.log").read_text()
     loop.publish_status()
     metrics = httpx.get(stack["url"] + "/metrics").text
-    assert 'clover_carbon_total_grams_total{service="yolo"}' in metrics
+    # the loop's accounting (request and latency series come from the merged ServingCounters
+    # once the ingress renders /metrics with controller.accounting.metrics.render_metrics)
+    assert 'clover_baseline_carbon_grams_total{service="yolo"}' in metrics
+    assert 'clover_requests_total{replica="replica-node' in metrics  # live, from the ingress counters
+    assert 'clover_slice_duration_seconds_bucket{' in metrics
+    assert 'clover_energy_joules_total{gpu="' in metrics and 'service="yolo",slice=' in metrics
 
 
 def _plan_changing_node1(loop) -> dict:

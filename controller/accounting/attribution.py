@@ -13,7 +13,10 @@ Per-slice attribution (NVML cannot read a MIG slice; see docs/accounting.md):
 The shares add up to E (up to floating-point rounding).
 
 Carbon of an interval = kWh × carbon intensity × PUE (+ optional embodied carbon per GPU-hour,
-default 0, charged equally to the actual run and to the baseline: same hardware).
+default 0, charged equally to the actual run and to the baseline: same hardware). The host's
+CPU package and DRAM energy (RAPL, `HostEnergy`), when the caller measures it, is charged the
+same way: it is in the run's carbon and in the baseline's, since `base` would run on the same
+hosts; only the GPUs' energy is attributed to slices.
 
 Baseline ("saved" is like for like): `base` = the service's base variant on 7g on every GPU,
 serving the same number of requests over the same interval at the same carbon intensity and
@@ -87,17 +90,37 @@ def attribute_energy(total_j: float, duration_s: float, slices: Sequence[tuple[s
 
 
 @dataclass(frozen=True)
+class HostEnergy:
+    """CPU package and DRAM energy of the serving hosts over one interval (joules)."""
+
+    cpu_j: float = 0.0
+    ram_j: float = 0.0
+    estimated: bool = False  # True: (part of) it could not be read, so the figures are short
+    notes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_rapl(cls, energy_j: Mapping[str, float], *, estimated: bool = False,
+                  notes: Sequence[str] = ()) -> HostEnergy:
+        """From a RAPL reading ({"cpu0": J, "cpu0-dram": J, ...}, gpu_node/meters/rapl.py device ids;
+        a node prefix such as "node1/cpu0" is fine). An empty reading means RAPL was not readable."""
+        if not energy_j:
+            return cls(estimated=True, notes=(*notes, "host CPU/DRAM energy not readable (RAPL); counted as 0"))
+        ram = math.fsum(j for dev, j in energy_j.items() if dev.endswith("-dram"))
+        return cls(math.fsum(energy_j.values()) - ram, ram, estimated, tuple(notes))
+
+
+@dataclass(frozen=True)
 class IntervalAccount:
     timestamp: datetime  # end of the interval (UTC)
     duration_s: float
     carbon_intensity: float
     pue: float
-    energy_j: float
+    energy_j: float  # the GPUs' (host CPU/DRAM energy is apart, below)
     energy_by_gpu: dict[str, float]
     energy_by_slice: dict[str, float]  # "gpu_id/slice_id"
     slice_variants: dict[str, str]  # "gpu_id/slice_id" -> variant, IDLE_VARIANT or UNALLOCATED_VARIANT
     energy_by_variant: dict[str, float]
-    carbon_g: float  # operational + embodied
+    carbon_g: float  # operational (GPUs + host) + embodied
     carbon_by_gpu: dict[str, float]
     carbon_by_slice: dict[str, float]
     carbon_by_variant: dict[str, float]
@@ -113,6 +136,9 @@ class IntervalAccount:
     p95_ms: float | None
     estimated: bool
     notes: tuple[str, ...] = ()
+    cpu_energy_j: float = 0.0
+    ram_energy_j: float = 0.0
+    host_carbon_g: float = 0.0  # of cpu + ram energy; in carbon_g and in baseline_carbon_g alike
 
     @property
     def saved_g(self) -> float:
@@ -189,17 +215,20 @@ class Accountant:
     def record_interval(self, duration_s: float, gpu_energy_j: Mapping[str, float | None],
                         slice_busy: Sequence[SliceActivity], requests_by_variant: Mapping[str, int],
                         carbon_intensity: float, pue: float, *, p95_ms: float | None = None, failed: int = 0,
-                        estimated: bool = False, timestamp: datetime | None = None) -> IntervalAccount:
+                        estimated: bool = False, timestamp: datetime | None = None,
+                        host: HostEnergy | None = None) -> IntervalAccount:
         """Account one interval. A GPU absent from `gpu_energy_j` (or None) is estimated from the model.
 
-        `estimated` carries the meter's own flag (Measurement.estimated) into the account.
+        `estimated` carries the meter's own flag (Measurement.estimated) into the account;
+        `host` the hosts' CPU/DRAM energy when measured (its `estimated` flag and notes too).
         """
         if duration_s <= 0:
             raise ValueError(f"interval duration must be > 0 s, got {duration_s}")
         unknown = (set(gpu_energy_j) | {s.gpu_id for s in slice_busy}) - set(self.gpus)
         if unknown:
             raise ValueError(f"unknown GPU id(s) {sorted(unknown)}; the accountant holds {sorted(self.gpus)}")
-        notes: list[str] = []
+        host = host or HostEnergy()
+        notes: list[str] = []  # GPUs whose energy had to be estimated
         by_gpu_slices: dict[str, list[SliceActivity]] = defaultdict(list)
         for s in slice_busy:
             by_gpu_slices[s.gpu_id].append(s)
@@ -237,6 +266,7 @@ class Accountant:
         accuracy = (math.fsum(n * self.service.variant(v).accuracy for v, n in requests_by_variant.items()) / requests
                     if requests else None)
         baseline_j = self._baseline_energy_j(duration_s, requests)
+        host_g = co2(host.cpu_j + host.ram_j)
         account = IntervalAccount(
             timestamp=timestamp or datetime.now(timezone.utc),
             duration_s=duration_s,
@@ -247,22 +277,25 @@ class Accountant:
             energy_by_slice=energy_by_slice,
             slice_variants=slice_variants,
             energy_by_variant=dict(energy_by_variant),
-            carbon_g=co2(total_j) + embodied,
+            carbon_g=co2(total_j) + embodied + host_g,
             carbon_by_gpu={g: co2(j) for g, j in energy_by_gpu.items()},
             carbon_by_slice={s: co2(j) for s, j in energy_by_slice.items()},
             carbon_by_variant=carbon_by_variant,
             carbon_per_request_g={v: carbon_by_variant.get(v, 0.0) / n for v, n in requests_by_variant.items() if n},
             embodied_g=embodied,
             baseline_energy_j=baseline_j,
-            baseline_carbon_g=co2(baseline_j) + embodied,
+            baseline_carbon_g=co2(baseline_j) + embodied + host_g,
             requests=requests,
             requests_by_variant=dict(requests_by_variant),
             failed=failed,
             accuracy=accuracy,
             baseline_accuracy=self.service.base.accuracy,
             p95_ms=p95_ms,
-            estimated=estimated or bool(notes),
-            notes=tuple(notes),
+            estimated=estimated or host.estimated or bool(notes),
+            notes=(*notes, *host.notes),
+            cpu_energy_j=host.cpu_j,
+            ram_energy_j=host.ram_j,
+            host_carbon_g=host_g,
         )
         self.accounts.append(account)
         return account

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from configs.cli import UsageError
 from configs.units import J_PER_KWH, kwh
 
 PLOTS = ("carbon_intensity", "emissions_vs_base", "accuracy", "configuration")
@@ -27,17 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        paths = build_report(args.run_dir, args.out)
-    except ReportError as exc:
-        print(f"error: {exc}")
-        return 1
-    for p in paths:
+    for p in build_report(args.run_dir, args.out):  # a ReportError is a usage error: stderr, exit 2
         print(p)
     return 0
 
 
-class ReportError(ValueError):
+class ReportError(UsageError):
     """The run directory cannot be reported on (message says why and what to do)."""
 
 

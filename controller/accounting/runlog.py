@@ -3,6 +3,10 @@
 Every component that records something a user reads afterwards calls `RunLog.event`; the
 report (controller/accounting/report.py) and tests read `run.jsonl`. Event kinds and their fields are
 listed in docs/DESIGN.md ("run.log events").
+
+run.log holds exactly one line per event (multi-line messages and values are joined with ' | ')
+so that `grep`/`tail` work on it; bulky fields (`plan`, `traceback`) go only to run.jsonl.
+Python logging reaches it through configs/logsetup.py (WARNING and above become events).
 """
 from __future__ import annotations
 
@@ -13,8 +17,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from configs.logsetup import one_line
+
 # Field names never written to the log (values may be secrets).
 _REDACT = ("token", "secret", "password", "api_key", "auth")
+# Fields kept out of the text line (too big for one line); run.jsonl has them.
+_JSON_ONLY = ("plan", "traceback")
 
 
 def _clean(fields: dict[str, Any]) -> dict[str, Any]:
@@ -26,7 +34,7 @@ def _fmt(v: Any) -> str:
         return f"{v:.4g}"
     if isinstance(v, (dict, list, tuple)):
         return json.dumps(v, separators=(",", ":"), default=str)
-    return str(v)
+    return one_line(str(v))
 
 
 class RunLog:
@@ -40,19 +48,23 @@ class RunLog:
         self._lock = threading.Lock()
         self._echo = echo
 
-    def event(self, kind: str, message: str = "", **fields: Any) -> dict[str, Any]:
-        """Record one event. `message` is the human sentence; `fields` the machine-readable data."""
+    def event(self, kind: str, message: str = "", *, echo: bool = True, **fields: Any) -> dict[str, Any]:
+        """Record one event. `message` is the human sentence; `fields` the machine-readable data.
+
+        `echo=False` keeps it off stdout even when the log echoes (the logging handler's events,
+        which the console handler already printed).
+        """
         now = time.time()
         rec = {"ts": now, "kind": kind, "message": message, **_clean(fields)}
         stamp = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
-        extras = " ".join(f"{k}={_fmt(v)}" for k, v in _clean(fields).items() if k != "plan")
-        line = f"{stamp} {kind:<10} {message}" + (f" | {extras}" if extras else "")
+        extras = " ".join(f"{k}={_fmt(v)}" for k, v in _clean(fields).items() if k not in _JSON_ONLY)
+        line = f"{stamp} {kind:<10} {one_line(message)}" + (f" | {extras}" if extras else "")
         with self._lock:
             with self.text_path.open("a") as f:
                 f.write(line + "\n")
             with self.json_path.open("a") as f:
                 f.write(json.dumps(rec, default=str) + "\n")
-        if self._echo:
+        if self._echo and echo:
             print(line, flush=True)
         return rec
 

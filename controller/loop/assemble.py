@@ -4,6 +4,7 @@ detached form and `controller demo`, so all three build exactly the same loop.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +67,7 @@ def build_loop(spec: LoopSpec, *, nodes: frozenset[str] | None = None) -> Contro
                        carbon=make_source(spec.carbon_source, time_scale=spec.time_scale),
                        fleet=RayFleet(nodes), runtime=ServeReplicas(), bus=BusClient(bus_handle()),
                        store=StateStore(state_path(run_dir)))
-    csv = EmissionsCsv(run_dir / "emissions.csv", project_name=f"clover-{spec.settings.service}",
-                       run_id=run_dir.name, gpu_count=len(loop.gpus),
+    csv = EmissionsCsv(run_dir / "emissions.csv", run_id=run_dir.name, gpu_count=len(loop.gpus),
                        gpu_model=",".join(sorted(set(loop.gpus.values()))), carbon_source=spec.carbon_source)
-    loop.accounting.on_interval = csv.append
+    loop.accounting.on_interval = functools.partial(csv.append, service=spec.settings.service)
     return loop

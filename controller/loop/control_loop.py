@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 from configs import load_services
 from controller.accounting.attribution import Accountant, IntervalAccount
-from controller.accounting.metrics import CloverMetrics
+from controller.accounting.metrics import AccountingTotals, ReplicaPlacement
 from controller.carbon.base import CarbonSource
 from controller.loop.interval import IntervalAccounting, IntervalResult, TrafficWindow
 from controller.loop.ports import EventSink, Fleet, ReplicaRuntime
@@ -106,8 +106,8 @@ class ControlLoop:
         self.model = ServiceModel(self.service, self.perf, settings)
         self.rate_rps = max(settings.rate_rps, self.desired.rate_rps if self.desired else 0.0)
         self.accountant = Accountant(self.service, gpus, self.perf)
-        self.metrics = CloverMetrics(settings.service)
-        self.accounting = IntervalAccounting(self.accountant, TrafficWindow(bus), fleet, events, self.metrics,
+        self.totals = AccountingTotals()
+        self.accounting = IntervalAccounting(self.accountant, TrafficWindow(bus), fleet, events, self.totals,
                                              on_interval)
         self._overload = TrafficWindow(bus)
         resumed = self.desired is not None and self.desired.plan is not None
@@ -133,7 +133,7 @@ class ControlLoop:
     def read_carbon(self) -> float:
         reading = self.carbon.current()
         self.carbon_now = float(reading.value_gco2_per_kwh)
-        self.metrics.observe_carbon(reading)
+        self.totals.observe_carbon(reading)
         self.events.event("carbon", f"carbon intensity {self.carbon_now:.0f} gCO2/kWh", value=self.carbon_now,
                           source=reading.source, stale=reading.stale)
         return self.carbon_now
@@ -173,8 +173,6 @@ class ControlLoop:
                           predicted_carbon_g_per_h=p.carbon_g_per_h, predicted_accuracy=p.accuracy,
                           predicted_p95_ms=p.p95_ms, solve_ms=(time.perf_counter() - t0) * 1000.0, changed=changed)
         self._set_desired(target)
-        if changed:
-            self.metrics.plan_changed()
 
     def _set_desired(self, plan: Plan) -> None:
         s = self.settings
@@ -186,8 +184,11 @@ class ControlLoop:
     def reconcile(self) -> ReconcileReport:
         plan_id = self.desired.version if self.desired else 0
         report = self.reconciler.reconcile(self.plan, self._ctx(), plan_id)
-        done = sum(1 for o in report.outcomes.values() if o is StepOutcome.DONE)
-        self.stats.reconfigurations += done
+        done = [g for g, o in report.outcomes.items() if o is StepOutcome.DONE]
+        self.stats.reconfigurations += len(done)
+        if report.layout_changes or report.variant_swaps:
+            self.totals.plan_applied(self.settings.service, layout_changes={g: 1 for g in report.layout_changes},
+                                     variant_swaps=len(report.variant_swaps))
         self.stats.rollbacks += sum(1 for o in report.outcomes.values()
                                     if o in (StepOutcome.ROLLED_BACK, StepOutcome.FAILED))
         if report.reverted and self.plan is not None:  # what runs after a rollback is what we now want
@@ -265,7 +266,10 @@ class ControlLoop:
                 "variant_swaps": self.rollout.variant_swaps, "mig_ops": self.rollout.mig_ops}
 
     def publish_status(self) -> None:
-        self.bus.set_status(self.status(), self.metrics.render().decode())
+        self.totals.set_sla(self.settings.service, self.settings.sla / 1000.0)
+        self.totals.set_replicas({n: ReplicaPlacement(s.service, s.gpu_id, s.slice_id, s.variant)
+                                  for n, s in self.routes.book.specs.items()})
+        self.bus.set_status(self.status(), self.totals.snapshot())
 
     # -- driving it ------------------------------------------------------------------------------------
     def start(self) -> None:

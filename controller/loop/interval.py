@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from controller.accounting.attribution import Accountant, IntervalAccount, SliceActivity
-from controller.accounting.metrics import CloverMetrics
+from controller.accounting.metrics import AccountingTotals
 from controller.loop.ports import EventSink, Fleet, RouteBus
 from controller.planning.plan import GpuPlan
 from controller.serving.counters import ServingCounters, sum_counters
@@ -53,12 +53,12 @@ class IntervalResult:
 
 class IntervalAccounting:
     def __init__(self, accountant: Accountant, window: TrafficWindow, fleet: Fleet, events: EventSink,
-                 metrics: CloverMetrics, on_interval: Callable[[IntervalAccount], None] | None = None) -> None:
+                 totals: AccountingTotals, on_interval: Callable[[IntervalAccount], None] | None = None) -> None:
         self.accountant = accountant
         self.window = window
         self.fleet = fleet
         self.events = events
-        self.metrics = metrics
+        self.totals = totals
         self.on_interval = on_interval
         self.intervals: list[dict[str, object]] = []
 
@@ -84,7 +84,7 @@ class IntervalAccounting:
             seconds, {k: v for k, v in energy.energy_j.items() if k in gpus}, activity, traffic.by_variant(),
             carbon_intensity, pue, p95_ms=p95, failed=traffic.failures(), estimated=energy.estimated)
         rec = acct.event_fields()
-        self.metrics.observe_interval(acct)
+        self.totals.observe_interval(self.accountant.service.name, acct)
         self.intervals.append(rec)
         at_ingress = traffic.p_ms(0.95, on_slice=False)
         self.events.event(

@@ -32,6 +32,8 @@ class ReconcileReport:
     fleet: FleetView
     outcomes: dict[str, StepOutcome] = field(default_factory=dict)
     reverted: dict[str, GpuPlan] = field(default_factory=dict)  # GPUs rolled back: this is what they run now
+    layout_changes: list[str] = field(default_factory=list)  # GPUs whose MIG layout changed this tick
+    variant_swaps: list[str] = field(default_factory=list)  # GPUs that swapped variants on kept slices
     serving_gpus: dict[str, str] = field(default_factory=dict)  # gpu_id -> type: GPUs the next plan may use
 
     @property
@@ -104,6 +106,8 @@ class Reconciler:
             on_gpu = [s for s in specs if s.gpu_id == c.gpu_id]
             outcome = self.rollout.step(gpu, on_gpu, g, ctx)
             report.outcomes[c.gpu_id] = outcome
+            if outcome is StepOutcome.DONE:
+                (report.layout_changes if c.layout_changes else report.variant_swaps).append(c.gpu_id)
             if outcome is StepOutcome.DEFERRED and (c.gpu_id, plan_id) not in self._waiting:
                 self._waiting.add((c.gpu_id, plan_id))
                 self.events.event("warning", f"{c.gpu_id}: waiting, the other replicas cannot carry "

@@ -21,12 +21,15 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from configs.cli import service_name
+
 if TYPE_CHECKING:
     from controller.loop.assemble import LoopSpec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--service", required=True, help="service to serve (yolo, efficientnet, albert)")
+    parser.add_argument("--service", required=True, type=service_name,
+                        help="service to serve, from configs/services.yaml (yolo, efficientnet, albert)")
     parser.add_argument("--address", help="Ray cluster address HOST:PORT (default: start a local cluster)")
     parser.add_argument("--carbon-source", default="trace:emaps_us-cal-ciso_2023",
                         help="trace:NAME_OR_PATH, constant:G, electricitymaps:ZONE, watttime:REGION, uk[:REGION]")
@@ -39,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between reconciliations of what runs with the plan (default 2)")
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="trace seconds per wall second for trace: sources (e.g. 720 = a day in 2 min)")
-    parser.add_argument("--pue", type=float, default=1.5, help="power usage effectiveness of the data centre (default 1.5)")
+    parser.add_argument("--pue", type=float, default=1.5,
+                        help="data-centre power usage effectiveness applied to all energy (default 1.5)")
     parser.add_argument("--execution", choices=("simulated", "real"), default="simulated",
                         help="simulated: service time/energy from the performance model; real: run the models")
     parser.add_argument("--variants", default=None,
@@ -117,9 +121,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_foreground(spec: LoopSpec, args: argparse.Namespace, url: str) -> int:
+    from configs.logsetup import setup_logging
     from controller.loop.assemble import build_loop
 
     loop = build_loop(spec)
+    setup_logging(args.log_level, runlog=loop.events)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name

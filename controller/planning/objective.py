@@ -1,6 +1,6 @@
 """Clover's objective, the ONE place where λ and Clover's normalisation are applied.
 
-Clover (SC'23, REFERENCE.md §1) maximises
+Clover (SC'23, docs/background.md §1) maximises
 
     f = λ·ΔC − (1−λ)·ΔA,   ΔC = (C_base − C)/C_base,   ΔA = (A_base − A)/A_base
 

@@ -9,12 +9,15 @@ import json
 import re
 from pathlib import Path
 
+from configs.cli import service_name
+
 SPEC = re.compile(r"^\s*(\d+)\s*x\s*([A-Za-z0-9._-]+)\s*$")
 DEFAULT_POLICIES = "base,clover-sa,ours"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--service", required=True, help="service name from configs/services.yaml (yolo, efficientnet, albert)")
+    parser.add_argument("--service", required=True, type=service_name,
+                        help="service name from configs/services.yaml (yolo, efficientnet, albert)")
     parser.add_argument("--trace", required=True, help="bundled trace name (e.g. clover_ciso-march_49h) or a CSV path")
     parser.add_argument("--gpus", default="2xH100-80GB", help="GPUs, e.g. 2xH100-80GB,1xA100-40GB (default 2xH100-80GB)")
     parser.add_argument("--policy", default=DEFAULT_POLICIES,
@@ -24,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=None, help="request rate, req/s (default: 50%% of Base's capacity)")
     parser.add_argument("--sla-ms", type=float, default=None, help="p95 SLA in ms (default: Base's predicted p95)")
     parser.add_argument("--hours", type=int, default=None, help="replay only the first N hours of the trace")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the random policies (rand, clover-sa) and of the simulated arrivals (default 0)")
     parser.add_argument("--window-s", type=float, default=60.0, help="simulated seconds per steady hour (default 60)")
     parser.add_argument("--batch-sizes", default="1,2,4,8", help="batch sizes the planner may use (default 1,2,4,8)")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")

@@ -7,7 +7,8 @@ at any moment, so neither can hold what the others need. The bus holds
 - each ingress replica's cumulative `ServingCounters` (the controller sums them per interval);
 - operator commands (`POST /v1/config`, `POST /v1/plan`) until the controller takes them; a
   config change shows in the status at once and wakes the controller;
-- the status document and metrics inputs the controller publishes, which any ingress serves.
+- the status document and the accounting snapshot the controller publishes; any ingress serves
+  them (`GET /v1/status`, `GET /metrics` rendered from the summed counters + that snapshot).
 It is a cache, not the source of truth: the controller persists its desired state on disk and
 republishes the table on every reconcile tick, so a restarted bus is whole again within one tick,
 and ingress replicas keep routing by their last table meanwhile. Only commands submitted while
@@ -23,8 +24,9 @@ import ray
 from ray.actor import ActorHandle
 
 from configs.cluster import NAMESPACE
+from controller.accounting.metrics import AccountingSnapshot
 from controller.planning.plan import Plan
-from controller.serving.counters import ServingCounters
+from controller.serving.counters import ServingCounters, sum_counters
 from controller.serving.router import RoutingTable
 
 BUS_NAME = "clover-bus"
@@ -69,7 +71,7 @@ class _State:
     reports: dict[str, IngressReport] = field(default_factory=dict)
     commands: list[Command] = field(default_factory=list)
     status: JsonDoc = field(default_factory=dict)
-    metrics_text: str = ""
+    accounting: AccountingSnapshot = field(default_factory=AccountingSnapshot)
 
 
 class ControlBus:
@@ -120,18 +122,21 @@ class ControlBus:
         return cmds
 
     # -- what the ingress serves ------------------------------------------------------------------
-    async def set_status(self, status: JsonDoc, metrics_text: str) -> None:
+    async def set_status(self, status: JsonDoc, accounting: AccountingSnapshot) -> None:
         pending = [c for c in self._s.commands if isinstance(c, ConfigCommand)]
         for c in pending:  # a change the controller has not taken yet stays visible
             status = apply_config(status, c)
         self._s.status = status
-        self._s.metrics_text = metrics_text
+        self._s.accounting = accounting
 
     async def status(self) -> JsonDoc:
         return {**self._s.status, "routing_version": self._s.table.version if self._s.table else None}
 
-    async def metrics_text(self) -> str:
-        return self._s.metrics_text
+    async def metrics_inputs(self) -> tuple[ServingCounters, AccountingSnapshot]:
+        """What GET /metrics renders: every ingress replica's counters summed (a replica that
+        restarted is a new series; its predecessor's last counts stay until REPORT_TTL_S) and the
+        loop's accounting."""
+        return sum_counters(r.counters for r in self._s.reports.values()), self._s.accounting
 
 
 def apply_config(status: JsonDoc, cmd: ConfigCommand) -> JsonDoc:
@@ -185,8 +190,8 @@ class BusClient:
     def wait_commands(self, timeout_s: float) -> list[Command]:
         return ray.get(self._h.wait_commands.remote(timeout_s), timeout=timeout_s + self._timeout)
 
-    def set_status(self, status: JsonDoc, metrics_text: str) -> None:
-        ray.get(self._h.set_status.remote(status, metrics_text), timeout=self._timeout)
+    def set_status(self, status: JsonDoc, accounting: AccountingSnapshot) -> None:
+        ray.get(self._h.set_status.remote(status, accounting), timeout=self._timeout)
 
     def status(self) -> JsonDoc:
         return ray.get(self._h.status.remote(), timeout=self._timeout)

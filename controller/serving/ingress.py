@@ -26,12 +26,13 @@ import uuid
 from typing import Annotated
 
 from fastapi import FastAPI, Path, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
+from controller.accounting.metrics import CONTENT_TYPE, render_metrics
 from controller.serving.control_bus import SYNC_PERIOD_S, ConfigCommand, JsonDoc, PlanCommand, bus_handle
 from controller.serving.counters import ServingCounters
 from controller.serving.router import Route, Router, RoutingTable
@@ -224,9 +225,11 @@ class Ingress:
                              "ingress": {"id": self._id, "routing_version": self._table.version if self._table else None}})
 
     @app.get("/metrics")
-    async def metrics(self) -> PlainTextResponse:
-        text = await asyncio.wait_for(self._bus.metrics_text.remote(), BUS_CALL_TIMEOUT_S)
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+    async def metrics(self) -> Response:
+        """Live: counters every ingress replica reported within the last sync period, plus the
+        loop's accounting as of its last reconcile tick."""
+        serving, accounting = await asyncio.wait_for(self._bus.metrics_inputs.remote(), BUS_CALL_TIMEOUT_S)
+        return Response(render_metrics(serving, accounting), media_type=CONTENT_TYPE)
 
     def _authorised(self, request: Request) -> JSONResponse | None:
         if self._token is None:
