@@ -34,7 +34,7 @@ class Stack:
         self.runtime = FakeRuntime(self.journal)
         self.bus = FakeBus(self.journal)
         self.events = Events()
-        self.routes = Routes(self.bus, self.events, ingress_replicas=2)
+        self.routes = Routes(self.bus, self.events)
         self.rollout = Rollout(self.fleet, self.runtime, self.routes, self.events)
         self.reconciler = Reconciler(self.fleet, self.runtime, self.routes, self.rollout, self.events)
         settings = LoopSettings("yolo", 0.5, 100.0, 300.0, rate, drain_timeout_s=2.0)
@@ -73,10 +73,8 @@ def test_first_plan_creates_slices_then_replicas_and_routes_all_traffic(stack):
     assert j.index("mig", lambda d: ("create", "4g.40gb", 0, True) in d) < j.index("deploy", lambda d: any("yolo11l" in n for n in d))
     table = stack.bus.last
     assert abs(sum(e.share for e in table.entries) - 1.0) < 1e-9 and not any(e.draining for e in table.entries)
-    # each of the 2 ingress replicas admits its half of a replica's queue bound
-    for e in table.entries:
-        spec = stack.runtime.apps[e.name].spec
-        assert e.max_queue == -(-stack.ctx.model.queue_bound(spec) // 2)
+    for e in table.entries:  # the replica's whole queue bound: ingress replicas split it among the live ones
+        assert e.max_queue == stack.ctx.model.queue_bound(stack.runtime.apps[e.name].spec)
 
 
 def test_restarted_controller_adopts_what_runs_without_a_restart(stack, tmp_path):
@@ -86,7 +84,7 @@ def test_restarted_controller_adopts_what_runs_without_a_restart(stack, tmp_path
     again = Stack.__new__(Stack)  # a new controller process: new routes, rollout, reconciler; same cluster
     again.__dict__.update(stack.__dict__)
     again.events, again.journal = Events(), stack.journal
-    again.routes = Routes(stack.bus, again.events, 2)
+    again.routes = Routes(stack.bus, again.events)
     again.rollout = Rollout(stack.fleet, stack.runtime, again.routes, again.events)
     again.reconciler = Reconciler(stack.fleet, stack.runtime, again.routes, again.rollout, again.events)
     report = again.reconcile(target)

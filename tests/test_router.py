@@ -94,6 +94,23 @@ def test_queue_bound_follows_sla_and_batch_and_is_split_over_ingress_replicas():
     assert per_ingress_bound(20, 2) == 10 and per_ingress_bound(5, 2) == 3 and per_ingress_bound(1, 4) == 1
 
 
+def test_live_ingress_replicas_split_the_bound_and_the_survivor_takes_it_all():
+    r = _router({"a": 1.0}, max_queue=4)
+    r.set_peers(2)
+    assert [r.acquire() is not None for _ in range(3)] == [True, True, False]  # its half of 4
+    r.set_peers(1)  # the other ingress replica died
+    assert r.acquire() is not None and r.acquire() is not None and r.acquire() is None
+
+
+def test_a_replica_whose_call_failed_is_skipped_for_a_while():
+    r = _router({"a-1": 0.5, "b-1": 0.5})
+    r.eject("a-1", now=100.0, seconds=5.0)
+    assert {r.acquire(now=101.0).name for _ in range(4)} == {"b-1"}
+    r.sync([_entry("a-1", 0.5), _entry("b-1", 0.5)])  # a new table does not forget the ejection
+    assert r.acquire(now=104.0).name == "b-1"
+    assert "a-1" in {r.acquire(now=105.5).name for _ in range(4)}
+
+
 def test_new_queue_bounds_keep_shares_and_inflight():
     """An SLA change (POST /v1/config) re-bounds admission without dropping the routes' traffic."""
     r = _router({"a": 1.0}, max_queue=2)

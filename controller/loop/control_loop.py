@@ -83,7 +83,7 @@ class ControlLoop:
         self._forced: Plan | None = None
         self._replan_now: str | None = None
         self._recent_rates: deque[float] = deque(maxlen=RATE_WINDOW)
-        self.routes = Routes(bus, events, settings.ingress_replicas)
+        self.routes = Routes(bus, events)
         self.rollout = Rollout(fleet, runtime, self.routes, events)
         self.reconciler = Reconciler(fleet, runtime, self.routes, self.rollout, events)
         self.desired = store.load()

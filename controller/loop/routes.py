@@ -15,7 +15,7 @@ from controller.loop.ports import EventSink, RouteBus
 from controller.loop.service_model import ServiceModel
 from controller.loop.view import assignment_of
 from controller.serving.replica import ReplicaSpec
-from controller.serving.router import RouteEntry, RoutingTable, per_ingress_bound
+from controller.serving.router import RouteEntry, RoutingTable
 
 ACK_TIMEOUT_S = 5.0  # ingress replicas poll every 0.25 s; this bounds a stuck one
 
@@ -49,15 +49,14 @@ class RouteBook:
 
 
 def build_table(book: RouteBook, model: ServiceModel, rate_rps: float, carbon_intensity: float,
-                ingress_replicas: int, version: int) -> RoutingTable:
+                version: int) -> RoutingTable:
     """Shares over the serving replicas (optimal at this rate, else by SLA capacity), share 0 for
-    warming and draining ones, and each replica's queue bound split over the ingress replicas."""
+    warming and draining ones, and each replica's queue bound (the ingress replicas split it)."""
     serving = sorted(book.serving(), key=lambda s: s.app_name)
     shares = model.shares([(s.gpu_type, assignment_of(s)) for s in serving], rate_rps, carbon_intensity)
     share = {s.app_name: x for s, x in zip(serving, shares)}
     entries = tuple(
-        RouteEntry(n, s.service, s.variant, share.get(n, 0.0),
-                   per_ingress_bound(model.queue_bound(s), ingress_replicas), n in book.draining)
+        RouteEntry(n, s.service, s.variant, share.get(n, 0.0), model.queue_bound(s), n in book.draining)
         for n, s in sorted(book.specs.items())
     )
     return RoutingTable(version, entries)
@@ -66,17 +65,16 @@ def build_table(book: RouteBook, model: ServiceModel, rate_rps: float, carbon_in
 class Routes:
     """Publishes the book through the bus and waits for ingress replicas to route by it."""
 
-    def __init__(self, bus: RouteBus, events: EventSink, ingress_replicas: int) -> None:
+    def __init__(self, bus: RouteBus, events: EventSink) -> None:
         self.bus = bus
         self.events = events
-        self.ingress_replicas = ingress_replicas
         self.book = RouteBook()
         self.table: RoutingTable | None = None
 
     def publish(self, model: ServiceModel, rate_rps: float, carbon_intensity: float, *, wait: bool = False) -> None:
         """Publish the book if it changed (always re-send the current table: the bus may have
         restarted); with `wait`, return once every live ingress routes by it (or after a bound)."""
-        table = build_table(self.book, model, rate_rps, carbon_intensity, self.ingress_replicas, time.time_ns())
+        table = build_table(self.book, model, rate_rps, carbon_intensity, time.time_ns())
         if table.same_routes(self.table):
             assert self.table is not None
             self.bus.publish(self.table)

@@ -92,11 +92,15 @@ class ControlBus:
     async def table(self) -> RoutingTable | None:
         return self._s.table
 
-    async def sync(self, ingress_id: str, have_version: int | None, counters: ServingCounters) -> RoutingTable | None:
-        """An ingress replica's heartbeat: its counters in, the table out when it has another version."""
-        self._s.reports[ingress_id] = IngressReport(ingress_id, have_version, counters, time.time())
+    async def sync(self, ingress_id: str, have_version: int | None,
+                   counters: ServingCounters) -> tuple[RoutingTable | None, int]:
+        """An ingress replica's heartbeat: its counters in; out, the table when it has another
+        version, and how many ingress replicas are alive (they split each replica's queue bound)."""
+        now = time.time()
+        self._s.reports[ingress_id] = IngressReport(ingress_id, have_version, counters, now)
+        live = sum(1 for r in self._s.reports.values() if now - r.seen_at < LIVE_S)
         t = self._s.table
-        return t if t is not None and t.version != have_version else None
+        return (t if t is not None and t.version != have_version else None), live
 
     async def reports(self) -> list[IngressReport]:
         now = time.time()

@@ -22,7 +22,6 @@ import hmac
 import json
 import logging
 import time
-import uuid
 from typing import Annotated
 
 from fastapi import FastAPI, Path, Request
@@ -30,7 +29,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 from ray.serve.config import BackpressureConfig
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from controller.accounting.metrics import CONTENT_TYPE, render_metrics
 from controller.serving.control_bus import SYNC_PERIOD_S, ConfigCommand, JsonDoc, PlanCommand, bus_handle
@@ -82,6 +81,16 @@ def _unavailable(kind: str, message: str) -> JSONResponse:
     return _json_error(503, message, {"Retry-After": str(RETRY_AFTER_S)}, kind=kind)
 
 
+class ReplicaLostError(RuntimeError):
+    """The replica serving a request stopped being routable before it answered."""
+
+
+async def _result(response: DeploymentResponse) -> dict:
+    return await response
+
+
+# Helpers the deployment uses are defined above it: Serve ships the class by value, with the
+# module globals that exist when it is decorated.
 @serve.deployment(name="ingress", num_replicas=2, max_ongoing_requests=512, max_queued_requests=MAX_QUEUED_AT_PROXY,
                   backpressure_config=BackpressureConfig(status_code=503, retry_after_s=RETRY_AFTER_S),
                   health_check_period_s=2.0, ray_actor_options={"num_cpus": 0.1})
@@ -92,10 +101,11 @@ class Ingress:
         self.services = tuple(services)
         self._token = api_token or None  # never logged nor returned
         self._max_body = max_body_bytes
-        self._id = f"ingress-{uuid.uuid4().hex[:8]}"
+        self._id = f"ingress-{serve.get_replica_context().replica_id.unique_id}"  # as in its actor name
         self._bus = bus_handle()
         self._routers: dict[str, Router] = {s: Router() for s in self.services}
         self._handles: dict[str, DeploymentHandle] = {}
+        self._lost: dict[str, asyncio.Event] = {}  # set when a routed replica leaves the table
         self._table: RoutingTable | None = None
         self._counters = ServingCounters()
         await self._sync()  # route before Serve marks this replica ready
@@ -107,12 +117,15 @@ class Ingress:
         (restarting) leaves the current table in force."""
         have = self._table.version if self._table else None
         try:
-            table = await asyncio.wait_for(self._bus.sync.remote(self._id, have, self._counters), BUS_CALL_TIMEOUT_S)
+            table, peers = await asyncio.wait_for(self._bus.sync.remote(self._id, have, self._counters),
+                                                  BUS_CALL_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - keep routing by the last table
             log.warning("control bus did not answer (%s); routing by table %s", type(exc).__name__, have)
             return
         if table is not None:
             await self._adopt(table)
+        for router in self._routers.values():
+            router.set_peers(peers)
 
     async def _sync_forever(self) -> None:
         while True:
@@ -136,6 +149,8 @@ class Ingress:
         for service in {*self.services, *table.services()}:
             self._routers.setdefault(service, Router()).sync(e for e in usable if e.service == service)
         names = {e.name for e in usable}
+        for gone in set(self._handles) - names:  # the replica stopped serving (crashed, restarting)
+            self._lost.pop(gone, asyncio.Event()).set()  # its waiting requests go elsewhere now
         self._handles = {n: h for n, h in self._handles.items() if n in names}
         complete = len(usable) == len(table.entries)
         self._table = table if complete else RoutingTable(-1, tuple(usable))  # retry the rest next sync
@@ -181,14 +196,16 @@ class Ingress:
             return _unavailable("no_route", f"no route yet: no replica of {service!r} is serving "
                                             "(the controller is starting or re-planning); retry later")
         for attempt in range(2):  # one retry on another replica if a replica vanished mid-request
-            route = router.acquire() or await self._wait_for_room(router)
+            route = router.acquire(time.monotonic()) or await self._wait_for_room(router)
             if route is None:
                 self._counters.record_failed(service, "saturated")
                 return _unavailable("saturated", f"service {service!r} saturated: every replica queue is full; "
                                                  "retry later")
             try:
-                result = await self._handles[route.name].remote(body)
+                result = await self._call(route.name, body)
             except Exception as exc:  # noqa: BLE001 - a replica died or was deleted: try another
+                log.warning("replica %s failed a request (%s: %s); trying another", route.name, type(exc).__name__, exc)
+                router.eject(route.name, time.monotonic())
                 if attempt == 1:
                     self._counters.record_failed(service, "replica")
                     return _unavailable("replica", f"replica failed: {type(exc).__name__}")
@@ -206,11 +223,29 @@ class Ingress:
         result["latency_ms"] = latency_s * 1000.0
         return JSONResponse(result)
 
+    async def _call(self, name: str, body: bytes) -> dict:
+        """One call to a slice replica. If the replica leaves the routing table meanwhile (its
+        process died: Serve would hold the request until a new one is up, many seconds), the call
+        is cancelled and raises, so the request is retried on another replica at once."""
+        lost = self._lost.setdefault(name, asyncio.Event())
+        response = self._handles[name].remote(body)
+        call = asyncio.ensure_future(_result(response))
+        gone = asyncio.ensure_future(lost.wait())
+        try:
+            await asyncio.wait({call, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not call.done():
+            response.cancel()
+            call.cancel()
+            raise ReplicaLostError(f"replica {name} left the routing table")
+        return call.result()
+
     async def _wait_for_room(self, router: Router) -> Route | None:
         deadline = time.monotonic() + ADMISSION_WAIT_S
         while time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-            if (route := router.acquire()) is not None:
+            if (route := router.acquire(time.monotonic())) is not None:
                 return route
         return None
 

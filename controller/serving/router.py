@@ -10,9 +10,13 @@ Why these rules:
   accuracy the planner predicted (a request-weighted mean over variants) is the one served.
 - A replica that is draining (about to be stopped) gets no new requests, and one whose queue is
   full is skipped: its next request would miss the SLA anyway.
+- A replica whose call just failed (its process died) is ejected for `EJECT_S`, as proxies do
+  with outliers: the requests that follow go to the others at once, instead of queueing for a
+  replica that Serve is still restarting; the controller's next table then routes around it.
 - Queues are bounded: when every replica is full the router says "saturated" and the ingress
-  answers 503 + Retry-After, instead of letting latency grow without limit. With N ingress
-  replicas each admits its 1/N of a replica's bound (the table carries the divided bound).
+  answers 503 + Retry-After, instead of letting latency grow without limit. With N live ingress
+  replicas each admits its 1/N of a replica's bound (N from the control bus, so when one ingress
+  replica dies the others take over its share of the bound within a sync period).
 Not thread-safe by design: an ingress calls it from its single asyncio event loop.
 """
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+EJECT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -30,7 +36,7 @@ class RouteEntry:
     service: str
     variant: str
     share: float  # of its service's traffic
-    max_queue: int  # per ingress replica: requests in flight (queued + executing) beyond which it is skipped
+    max_queue: int  # requests in flight (queued + executing) beyond which a new one would miss the SLA
     draining: bool = False
 
     def __post_init__(self) -> None:
@@ -64,15 +70,17 @@ class Route:
 
     entry: RouteEntry
     inflight: int = 0
+    bound: int = 1  # this ingress replica's part of the entry's max_queue
+    ejected_until: float = 0.0  # after a failed call: skipped until then
     _current: float = 0.0  # smooth-WRR state
 
     @property
     def name(self) -> str:
         return self.entry.name
 
-    def has_room(self) -> bool:
+    def has_room(self, now: float) -> bool:
         e = self.entry
-        return not e.draining and e.share > 0 and self.inflight < e.max_queue
+        return not e.draining and e.share > 0 and self.inflight < self.bound and now >= self.ejected_until
 
 
 def queue_bound(throughput_rps: float, sla_ms: float, batch: int) -> int:
@@ -96,6 +104,7 @@ class Router:
 
     def __init__(self) -> None:
         self._routes: dict[str, Route] = {}
+        self._peers = 1  # live ingress replicas, this one included
 
     def sync(self, entries: Iterable[RouteEntry]) -> None:
         """Make the routes exactly `entries`, keeping the in-flight counts of routes that stay
@@ -103,13 +112,22 @@ class Router:
         new: dict[str, Route] = {}
         for e in entries:
             old = self._routes.get(e.name)
-            new[e.name] = Route(e, inflight=old.inflight if old else 0)
+            new[e.name] = Route(e, inflight=old.inflight if old else 0,
+                                bound=per_ingress_bound(e.max_queue, self._peers),
+                                ejected_until=old.ejected_until if old else 0.0)
         self._routes = new
 
+    def set_peers(self, ingress_replicas: int) -> None:
+        """How many ingress replicas share each replica's queue bound now."""
+        self._peers = max(1, ingress_replicas)
+        for r in self._routes.values():
+            r.bound = per_ingress_bound(r.entry.max_queue, self._peers)
+
     # -- per request (from the ingress) ---------------------------------------------------
-    def acquire(self) -> Route | None:
-        """The replica for the next request (its in-flight count taken), or None if saturated."""
-        eligible = [r for r in self._routes.values() if r.has_room()]
+    def acquire(self, now: float = 0.0) -> Route | None:
+        """The replica for the next request (its in-flight count taken), or None if saturated.
+        `now` is a monotonic clock reading (for ejections)."""
+        eligible = [r for r in self._routes.values() if r.has_room(now)]
         if not eligible:
             return None
         total = sum(r.entry.share for r in eligible)
@@ -125,6 +143,12 @@ class Router:
         if r is not None and r.inflight > 0:
             r.inflight -= 1
 
+    def eject(self, name: str, now: float, seconds: float = EJECT_S) -> None:
+        """The replica failed a call: send it nothing for `seconds`."""
+        r = self._routes.get(name)
+        if r is not None:
+            r.ejected_until = now + seconds
+
     # -- queries --------------------------------------------------------------------------
     def has_routes(self) -> bool:
         """False before the first table: the ingress then answers 'no route yet', not 'saturated'."""
@@ -137,6 +161,7 @@ class Router:
     def snapshot(self) -> list[dict[str, object]]:
         return [
             {"name": r.name, "service": r.entry.service, "variant": r.entry.variant, "share": r.entry.share,
-             "inflight": r.inflight, "max_queue": r.entry.max_queue, "draining": r.entry.draining}
+             "inflight": r.inflight, "max_queue": r.entry.max_queue, "admits": r.bound,
+             "draining": r.entry.draining}
             for r in self._routes.values()
         ]
