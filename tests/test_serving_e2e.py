@@ -93,9 +93,9 @@ def test_first_plan_runs_one_replica_per_mig_slice(stack):
     loop = stack["loop"]
     for node, agent in stack["agents"].items():
         info = ray.get(agent.info.remote())
-        for g in info["gpus"]:
-            planned = {(s.placement.profile, s.placement.start) for s in loop.running[g["gpu_id"]].slices}
-            assert {(s["profile"], s["start"]) for s in g["slices"]} == planned
+        for g in info.gpus:
+            planned = {(s.placement.profile, s.placement.start) for s in loop.running[g.gpu_id].slices}
+            assert {(s.profile, s.start) for s in g.slices} == planned
     from ray import serve
 
     for name, r in loop.replicas.items():
@@ -246,7 +246,7 @@ def test_failed_step_rolls_back_to_a_serving_state(stack):
     assert any(e["kind"] == "error" and "rolling back" in e["message"] for e in new)
     assert loop.running["node0/gpu0"].layout == before.layout
     info = ray.get(stack["agents"]["node0"].info.remote())
-    assert [(s["profile"], s["start"]) for s in info["gpus"][0]["slices"]] == [(p.profile, p.start) for p in before.layout]
+    assert [(s.profile, s.start) for s in info.gpus[0].slices] == [(p.profile, p.start) for p in before.layout]
     assert any(r.gpu_id == "node0/gpu0" for r in loop.replicas.values())
     assert out["result"].failed == 0, out["result"].errors
 

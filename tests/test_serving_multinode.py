@@ -47,7 +47,7 @@ def cluster(tmp_path_factory):
 
 def test_agents_run_on_their_own_nodes(cluster):
     for name, n in cluster["nodes"].items():
-        assert cluster["infos"][name]["ray_node_id"] == n.node_id != cluster["head_id"]
+        assert cluster["infos"][name].ray_node_id == n.node_id != cluster["head_id"]
 
 
 def test_controller_places_each_replica_on_its_slice_node_and_serves(cluster):

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from controller.accounting.runlog import RunLog
@@ -175,22 +175,23 @@ class ControlLoop:
             except Exception as exc:  # noqa: BLE001 - an agent that cannot answer is a lost node
                 self._lose_node(node, f"agent did not answer info(): {exc}")
                 continue
-            for g in info["gpus"]:
-                if not g["mig_enabled"]:
-                    self.log.event("error", f"{g['gpu_id']}: MIG mode is off; run `gpu-node mig enable`; GPU not used",
-                                   where="discover", error="mig disabled")
+            for g in info.gpus:
+                if not g.enabled:
+                    self.log.event("error", f"{g.gpu_id}: {g.partitioning.upper()} not available (MIG mode off or "
+                                            "MPS daemon down; see `gpu-node setup`); GPU not used",
+                                   where="discover", error=f"{g.partitioning} disabled")
                     continue
-                self.gpus[g["gpu_id"]] = GpuHandle(g["gpu_id"], node, g["index"], g["gpu_type"])
-                self.slice_info[g["gpu_id"]] = {(s["profile"], s["start"]): s for s in g["slices"]}
+                self.gpus[g.gpu_id] = GpuHandle(g.gpu_id, node, g.index, g.gpu_type)
+                self.slice_info[g.gpu_id] = {(s.profile, s.start): s for s in g.slices}
 
     def _refresh_slices(self, gpu_id: str) -> None:
         import ray
 
         h = self.gpus[gpu_id]
         info = ray.get(self.agents[h.node].info.remote(), timeout=30)
-        for g in info["gpus"]:
-            if g["gpu_id"] == gpu_id:
-                self.slice_info[gpu_id] = {(s["profile"], s["start"]): s for s in g["slices"]}
+        for g in info.gpus:
+            if g.gpu_id == gpu_id:
+                self.slice_info[gpu_id] = {(s.profile, s.start): s for s in g.slices}
 
     def _lose_node(self, node: str, why: str) -> None:
         self.agents.pop(node, None)
@@ -240,8 +241,8 @@ class ControlLoop:
         return ReplicaSpec(service=self.service.name, variant=v.name, variant_key=v.profile_key,
                            input=self.service.input, batch=s.batch, node=h.node, gpu=h.index, gpu_id=gpu_id,
                            gpu_type=h.gpu_type, profile=s.placement.profile, start=s.placement.start,
-                           compute_slices=compute_slices_of(s.placement.profile), gi_id=sl["gi_id"],
-                           mig_uuid=sl["uuid"], execution=self.s.execution, threads=self.s.threads,
+                           compute_slices=compute_slices_of(s.placement.profile), gi_id=sl.gi_id,
+                           mig_uuid=sl.uuid, execution=self.s.execution, threads=self.s.threads,
                            weights_dir=self.s.weights_dir)
 
     def _start(self, gpu_id: str, slices: tuple[SliceAssignment, ...]) -> list[str]:
@@ -266,7 +267,7 @@ class ControlLoop:
             raise
         for sp, s in zip(specs, slices):
             self.replicas[sp.app_name] = _Running(sp, s, gpu_id)
-            ray.get(self.agents[h.node].mark_in_use.remote(h.index, sp.gi_id, "clover"), timeout=30)
+            ray.get(self.agents[h.node].acquire_lease.remote(h.index, sp.gi_id, sp.app_name), timeout=30)
             self.log.event("replica", f"{sp.app_name} up", gpu=gpu_id, slice=sp.slice_id, variant=sp.variant,
                            state="up")
         return [sp.app_name for sp in specs]
@@ -299,12 +300,10 @@ class ControlLoop:
         self._ingress("remove_routes", names)
         for n in names:
             r = self.replicas.pop(n)
-            still_used = any(o.spec.gpu_id == r.spec.gpu_id and o.spec.gi_id == r.spec.gi_id
-                             for o in self.replicas.values())
             h = self.gpus.get(r.gpu_id)
-            if h is not None and not still_used:
+            if h is not None:
                 try:
-                    ray.get(self.agents[h.node].release.remote(h.index, r.spec.gi_id, "clover"), timeout=30)
+                    ray.get(self.agents[h.node].release_lease.remote(h.index, r.spec.gi_id, n), timeout=30)
                 except Exception as exc:  # noqa: BLE001 - the agent may be gone; the replica is stopped anyway
                     log.warning("release of %s failed: %s", n, exc)
             self.log.event("replica", f"{n} down", gpu=r.gpu_id, slice=r.spec.slice_id, variant=r.spec.variant,
@@ -397,16 +396,15 @@ class ControlLoop:
     def _mig(self, h: GpuHandle, new: GpuPlan) -> None:
         import ray
 
-        ops = ray.get(self.agents[h.node].apply_layout.remote(h.index, [p.to_json() for p in new.layout]),
-                      timeout=300)
+        ops = ray.get(self.agents[h.node].apply_layout.remote(h.index, list(new.layout)), timeout=300)
         for op in ops:
             self.stats.mig_ops += 1
-            self.log.event("mig_op", f"{op['op']} {op['profile']}@{op['start']} on {h.gpu_id} "
-                                     f"{'ok' if op['ok'] else 'FAILED'} in {op['duration_s']:.2f}s", **op)
+            self.log.event("mig_op", f"{op.op} {op.profile}@{op.start} on {h.gpu_id} "
+                                     f"{'ok' if op.ok else 'FAILED'} in {op.duration_s:.2f}s", **asdict(op))
         self._refresh_slices(h.gpu_id)
-        bad = [op for op in ops if not op["ok"]]
+        bad = [op for op in ops if not op.ok]
         if bad:
-            raise RuntimeError(f"MIG {bad[0]['op']} {bad[0]['profile']}@{bad[0]['start']} failed: {bad[0]['error']}")
+            raise RuntimeError(f"MIG {bad[0].op} {bad[0].profile}@{bad[0].start} failed: {bad[0].error}")
 
     def _rollback(self, gpu_id: str, old: GpuPlan | None) -> None:
         """Back to the previous layout and replicas of one GPU; if even that fails, leave it empty."""
@@ -495,9 +493,9 @@ class ControlLoop:
             except Exception as exc:  # noqa: BLE001 - a dead agent: logged, its GPUs leave the plan
                 self._lose_node(node, f"energy read failed: {exc}")
                 continue
-            energy.update(reading["energy_j"])
-            busy.update(reading["busy_s"])
-            estimated |= bool(reading["estimated"])
+            energy.update(reading.energy_j)
+            busy.update(reading.busy_s)
+            estimated |= reading.estimated
         # Attribution follows the layout running now (slices removed mid-interval only lose their
         # share of the *attribution*; the GPU's measured energy is counted in full).
         activity = [
