@@ -15,11 +15,15 @@ from mig.simulated import SimulatedMigBackend
 pytestmark = pytest.mark.slow
 
 
+def _start_cluster() -> None:
+    # address="local": always a private cluster, never one another process on this machine runs
+    ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False, num_cpus=1)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     ray_env()
-    # address="local": always a private cluster, never one another process on this machine runs
-    ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False, num_cpus=1)
+    _start_cluster()
     yield
     ray.shutdown()
 
@@ -61,4 +65,12 @@ def test_killed_agent_restarts_and_its_view_matches_the_node(cluster, tmp_path):
     assert [(x.gi_id, x.owner, x.stale) for x in leases] == [(gi, "replica-r", False)]
     assert leases == LeaseBook(tmp_path / "node" / "leases.json").leases()
     assert ray.get_actor(agent_name("restart0"), namespace=NAMESPACE) is not None  # found by name again
-    ray.kill(agent)  # no_restart=True: gone for good
+
+    # `ray stop` and a fresh cluster on the same state dir: the replica is gone, nothing is stuck
+    ray.shutdown()
+    _start_cluster()
+    agent = start_agent(cfg, detached=False)
+    assert [(x.owner, x.stale) for x in ray.get(agent.leases.remote())] == [("replica-r", True)]
+    ops = ray.get(agent.apply_layout.remote(1, list(parse_layout("7g@0", "H100-80GB"))))
+    assert [(o.op, o.ok) for o in ops] == [("destroy", True), ("destroy", True), ("create", True)]
+    assert ray.get(agent.leases.remote()) == []  # went with the destroyed slice
