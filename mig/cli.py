@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
@@ -136,14 +137,15 @@ def _list(args: argparse.Namespace) -> int:
     backend = _backend(args)
     gpus = backend.list_gpus()
     rows = [(g, backend.list_instances(g.index) if g.enabled else []) for g in gpus]
-    leases = _leases(args).leases()
-    held = lambda g, i: [x for x in leases if (x.gpu, x.gi_id) == (g.index, i.gi_id)]
+    held: dict[tuple[int, int], list[LeaseRecord]] = defaultdict(list)  # (gpu, gi_id) -> leases
+    for x in _leases(args).leases():
+        held[x.gpu, x.gi_id].append(x)
     if args.json:
         print(json.dumps([{"index": g.index, "uuid": g.uuid, "name": g.name, "gpu_type": g.gpu_type,
                            "partitioning": g.partitioning, "enabled": g.enabled, "mig_enabled": g.mig_enabled,
                            "instances": [{"gi_id": i.gi_id, "profile": i.profile, "start": i.start, "size": i.size,
                                           "uuid": i.uuid, "env": backend.slice_env(g, i),
-                                          "leases": [asdict(x) for x in held(g, i)]} for i in insts]}
+                                          "leases": [asdict(x) for x in held[g.index, i.gi_id]]} for i in insts]}
                           for g, insts in rows], indent=1))
         return 0
     state = {("mig", True): "MIG enabled", ("mig", False): "MIG disabled",
@@ -151,13 +153,13 @@ def _list(args: argparse.Namespace) -> int:
     for g, insts in rows:
         print(f"GPU {g.index}: {g.name} [{g.gpu_type or 'not in catalog'}] {g.uuid} {state[g.partitioning, g.enabled]}")
         for i in insts:
-            owners = ", ".join(_lease_text(x) for x in held(g, i))
+            owners = ", ".join(_lease_text(x) for x in held[g.index, i.gi_id])
             print(f"  GI {i.gi_id:>2}  {i.profile:<11} slots {i.start}-{i.start + i.size - 1}  {i.uuid}"
                   + (f"  leased by {owners}" if owners else ""))
         if g.enabled and not insts:
             print("  (no slices)" if g.partitioning == "mps" else "  (no GPU instances)")
-    orphans = [x for x in leases if not any((x.gpu, x.gi_id) == (g.index, i.gi_id) for g, insts in rows for i in insts)]
-    for x in orphans:
+    slices = {(g.index, i.gi_id) for g, insts in rows for i in insts}
+    for x in (x for key, xs in sorted(held.items()) if key not in slices for x in xs):
         print(f"lease on GPU {x.gpu} GI {x.gi_id} (no such slice): {_lease_text(x)}")
     return 0
 
