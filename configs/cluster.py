@@ -1,6 +1,7 @@
-"""The cluster contract every Clover process shares: the Ray namespace, the names node agents
-register under, the custom resource a GPU node advertises, the environment Ray processes need,
-and the reachability check before joining a cluster.
+"""The cluster contract every Clover process shares: the Ray namespace, node names and where a
+node keeps its state, the names node agents register under, the custom resource a GPU node
+advertises, the environment Ray processes need, and the reachability check before joining a
+cluster.
 
 Ground floor: `controller`, `gpu_node` and the tests import it; it imports nothing of theirs.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from pathlib import Path
 
 NAMESPACE = "clover"
 AGENT_PREFIX = "clover-agent-"
@@ -16,6 +18,20 @@ AGENT_PREFIX = "clover-agent-"
 
 def agent_name(node: str) -> str:
     return f"{AGENT_PREFIX}{node}"
+
+
+def node_name(given: str | None = None) -> str:
+    """A node's name in plans, logs and agent names: `given`, else this host's short name (cleaned)."""
+    name = given or socket.gethostname().split(".")[0]
+    clean = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
+    if not clean:
+        raise ValueError(f"node name {given!r} has no usable characters; pass --node-name")
+    return clean
+
+
+def node_state_dir(node: str | None = None) -> Path:
+    """Where a node keeps its partition state and slice leases (`~/.clover/<node>`)."""
+    return Path.home() / ".clover" / node_name(node)
 
 
 def node_resource(node: str) -> str:

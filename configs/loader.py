@@ -52,9 +52,13 @@ def load_services(path: str | Path | None = None) -> ServiceCatalog:
     return _load(Path(path) if path else CONFIG_DIR / "services.yaml", ServiceCatalog)
 
 
-def profile_paths() -> list[Path]:
-    """The bundled performance profiles measured on a real H100 (see configs/profiles)."""
-    return sorted(PROFILE_DIR.glob("*.json"))
+def profile_paths(gpu: str = "h100-sxm") -> list[Path]:
+    """Bundled performance profiles of one GPU (`<gpu>_*.json` in configs/profiles).
+
+    The default, the H100 SXM files, is what the performance model is fitted to; other GPUs'
+    files (e.g. `h200_mps-*.json`, measured by `gpu-node profile --mps-percent`) sit beside
+    them for comparison and are never mixed in (one fit is one GPU type)."""
+    return sorted(PROFILE_DIR.glob(f"{gpu}_*.json"))
 
 
 def trace_names() -> list[str]:

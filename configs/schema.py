@@ -1,7 +1,21 @@
 """Pydantic models of the configuration files (the single definition of their shape)."""
 from __future__ import annotations
 
+import math
+from typing import Any, Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# The GPU-instance shapes an MPS GPU type gets when its YAML entry lists no profiles: the five
+# MIG shapes Clover plans with (id, compute slices, memory slots, starts, max instances), so the
+# placement rule and the planner treat an MPS GPU exactly like a MIG one.
+MPS_SHAPES: tuple[tuple[int, int, int, tuple[int, ...], int], ...] = (
+    (19, 1, 1, (0, 1, 2, 3, 4, 5, 6), 7),
+    (14, 2, 2, (0, 2, 4), 3),
+    (9, 3, 4, (0, 4), 2),
+    (5, 4, 4, (0,), 1),
+    (0, 7, 8, (0,), 1),
+)
 
 
 class _Strict(BaseModel):
@@ -26,10 +40,34 @@ class MigProfile(_Strict):
         return f"{self.compute_slices}g"
 
 
+def mps_percent(compute_slices: int, total_slices: int = 7) -> int:
+    """`CUDA_MPS_ACTIVE_THREAD_PERCENTAGE` of an MPS share of `compute_slices`/7 of the GPU (14, 29, 43, 57, 100)."""
+    return round(100 * compute_slices / total_slices)
+
+
+def mps_profiles(memory_gib: float, total_sms: int, memory_slots: int = 8, compute_slices: int = 7) -> list[dict]:
+    """Profiles of an MPS GPU type: the MIG shapes, SMs from the thread percentage, memory by slots.
+
+    Names follow NVIDIA's `<c>g.<GB>gb` with the share's memory rounded up (`3g.40gb` on an
+    80 GB H100, as with MIG), so plans read the same on both kinds of GPU."""
+    out = []
+    for pid, c, size, starts, count in MPS_SHAPES:
+        mem = memory_gib * size / memory_slots
+        out.append({"id": pid, "name": f"{c}g.{math.ceil(mem - 1e-9)}gb", "compute_slices": c,
+                    "sms": max(1, round(total_sms * mps_percent(c, compute_slices) / 100)),
+                    "memory_gib": round(mem, 2), "max_instances": count, "starts": starts, "size": size})
+    return out
+
+
 class GpuType(_Strict):
-    """A MIG-capable GPU model: its profiles and the physical numbers the models need."""
+    """A GPU model: its partition profiles and the physical numbers the models need.
+
+    `partitioning: mig` types list the driver's MIG profiles; `partitioning: mps` types (GPUs
+    without MIG, or MIG-capable ones run with MIG off) get `mps_profiles` unless they list their
+    own: shares of the SMs through the MPS control daemon, in MIG's shapes."""
 
     name: str = ""
+    partitioning: Literal["mig", "mps"] = "mig"
     product_names: tuple[str, ...] = ()
     memory_gib: float = Field(gt=0)
     total_sms: int = Field(gt=0)
@@ -42,8 +80,23 @@ class GpuType(_Strict):
     verified: bool = True
     profiles: tuple[MigProfile, ...]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_mps_profiles(cls, data: Any) -> Any:
+        derive = (isinstance(data, dict) and data.get("partitioning") == "mps" and "profiles" not in data
+                  and "memory_gib" in data and "total_sms" in data)  # else the field checks say what is missing
+        if derive:
+            return {**data, "profiles": mps_profiles(float(data["memory_gib"]), int(data["total_sms"]),
+                                                     int(data.get("memory_slots", 8)),
+                                                     int(data.get("compute_slices", 7)))}
+        return data
+
+    def mps_percent(self, profile: MigProfile) -> int:
+        """The MPS active-thread percentage of a profile (its compute slices out of the GPU's)."""
+        return mps_percent(profile.compute_slices, self.compute_slices)
+
     @model_validator(mode="after")
-    def _check_profiles(self) -> "GpuType":
+    def _check_profiles(self) -> GpuType:
         ids = [p.id for p in self.profiles]
         names = [p.name for p in self.profiles]
         if len(set(ids)) != len(ids):
@@ -76,7 +129,7 @@ class GpuCatalog(_Strict):
     main_profile_ids: tuple[int, ...]
 
     @model_validator(mode="after")
-    def _name_types(self) -> "GpuCatalog":
+    def _name_types(self) -> GpuCatalog:
         for key, gt in self.gpu_types.items():
             object.__setattr__(gt, "name", key)
             missing = set(self.main_profile_ids) - {p.id for p in gt.profiles}
@@ -91,6 +144,18 @@ class GpuCatalog(_Strict):
             raise KeyError(
                 f"unknown GPU type {name!r}; known: {', '.join(self.gpu_types)}"
             ) from None
+
+    def for_partitioning(self, gpu_type: str, partitioning: str) -> str:
+        """The catalog key of `gpu_type` partitioned by `partitioning`: itself, or its `<key>-MPS` twin
+        (an H100 run with MIG off is `H100-80GB-MPS`)."""
+        if self.get(gpu_type).partitioning == partitioning:
+            return gpu_type
+        twin = f"{gpu_type}-MPS" if partitioning == "mps" else gpu_type.removesuffix("-MPS")
+        if twin in self.gpu_types and self.gpu_types[twin].partitioning == partitioning:
+            return twin
+        fitting = [k for k, gt in self.gpu_types.items() if gt.partitioning == partitioning]
+        raise KeyError(f"GPU type {gpu_type!r} has no {partitioning.upper()} entry in the GPU catalog; "
+                       f"{partitioning.upper()} types: {', '.join(fitting)}")
 
     def main_profiles(self, gpu_type: str) -> tuple[MigProfile, ...]:
         gt = self.get(gpu_type)
@@ -116,7 +181,7 @@ class Service(_Strict):
     variants: tuple[Variant, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _check_base(self) -> "Service":
+    def _check_base(self) -> Service:
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate variant names in {names}")
@@ -139,7 +204,7 @@ class ServiceCatalog(_Strict):
     services: dict[str, Service]
 
     @model_validator(mode="after")
-    def _name_services(self) -> "ServiceCatalog":
+    def _name_services(self) -> ServiceCatalog:
         for key, svc in self.services.items():
             object.__setattr__(svc, "name", key)
         return self

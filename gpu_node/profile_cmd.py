@@ -5,11 +5,23 @@
 
 To profile one MIG slice, pin the process to it: `CUDA_VISIBLE_DEVICES=MIG-<uuid> gpu-node
 profile …` (the slice's profile is recorded in `info.mig_profile`).
+
+To profile MPS shares (a GPU without MIG, the MPS control daemon running):
+
+    gpu-node profile --service efficientnet --device cuda --mps-percent 14,29,43,57,100 \
+        --batches 1,8 --out configs/profiles/h200.json
+
+runs one profiling process per share with `CUDA_MPS_ACTIVE_THREAD_PERCENTAGE` set (each process
+alone on the GPU, one after the other) and writes `h200_mps-<pct>pct.json` per share, the shape
+of the bundled H100 files, so `PerformanceModel.from_profiles` fits them directly.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,10 +51,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights-dir", type=Path, default=None,
                         help="directory with real weights (docs/models.md); default: random weights")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all CPUs available)")
-    parser.add_argument("--out", type=Path, required=True, help="output JSON file")
+    parser.add_argument("--mps-percent", type=_csv(int), default=None,
+                        help="profile MPS shares: one process per CUDA_MPS_ACTIVE_THREAD_PERCENTAGE value "
+                             "(e.g. 14,29,43,57,100; the MPS control daemon must run); writes <out>_mps-<pct>pct.json")
+    parser.add_argument("--out", type=Path, required=True, help="output JSON file (with --mps-percent: the prefix)")
+
+
+def share_path(out: Path, percent: int) -> Path:
+    """Where the profile of one MPS share goes: `h200.json` -> `h200_mps-43pct.json` (bundled naming)."""
+    stem = out.stem if out.suffix == ".json" else out.name
+    return out.with_name(f"{stem}_mps-{percent}pct.json")
+
+
+def share_argv(args: argparse.Namespace, out: Path) -> list[str]:
+    """The `gpu-node profile` arguments of one share's process (everything but --mps-percent)."""
+    argv = ["profile", "--service", args.service, "--batches", ",".join(map(str, args.batches)),
+            "--duration", str(args.duration), "--warmup", str(args.warmup), "--device", args.device, "--out", str(out)]
+    for flag, value in (("--variants", args.variants), ("--dtypes", args.dtypes)):
+        if value:
+            argv += [flag, ",".join(value)]
+    for flag, value in (("--weights-dir", args.weights_dir), ("--threads", args.threads)):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+def run_shares(args: argparse.Namespace) -> int:
+    """One profiling process per MPS share, one after the other, each alone on the GPU."""
+    from mig.mps import MpsControl
+
+    bad = [p for p in args.mps_percent if not 1 <= p <= 100]
+    if bad:
+        print(f"gpu-node profile: --mps-percent values must be 1-100, got {bad}", file=sys.stderr)
+        return 2
+    status = MpsControl().status()
+    if not status.running:
+        print(f"gpu-node profile --mps-percent: {status.detail}", file=sys.stderr)
+        return 2
+    failed = []
+    for percent in args.mps_percent:
+        out = share_path(args.out, percent)
+        print(f"MPS share {percent} %: profiling in its own process -> {out}", file=sys.stderr)
+        env = {**os.environ, "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": str(percent)}
+        done = subprocess.run([sys.executable, "-m", "gpu_node.cli", *share_argv(args, out)], env=env, check=False)
+        if done.returncode != 0:
+            failed.append(percent)
+    if failed:
+        print(f"gpu-node profile: shares {failed} failed (see above)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.mps_percent:
+        return run_shares(args)
+    return profile_here(args)
+
+
+def profile_here(args: argparse.Namespace) -> int:
+    """Profile in this process, on whatever this process may use of the device."""
     import logging
 
     from rich.console import Console

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mig.leases import LeaseRecord  # defined beside the lease book that makes them
+
+__all__ = ["GpuRecord", "IntervalEnergy", "LeaseRecord", "MigOpRecord", "NodeInfo", "SliceRecord"]
+
 
 @dataclass(frozen=True)
 class SliceRecord:
@@ -61,17 +65,6 @@ class MigOpRecord:
     duration_s: float
     ok: bool
     error: str = ""
-
-
-@dataclass(frozen=True)
-class LeaseRecord:
-    """A replica's claim on a slice; renewed while the replica lives, stale once it is not."""
-
-    gpu: int
-    gi_id: int
-    owner: str  # the replica's Serve application name
-    renewed_at: float  # wall clock (persists across restarts, unlike a monotonic clock)
-    stale: bool
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,26 @@
 """`gpu-node setup --system`: check this node, join the Ray cluster, start the node agent.
 
     gpu-node setup --system --address HEAD:6379            # a real GPU node joins the cluster
+    gpu-node setup --system --partition mps --address …    # a GPU without MIG: MPS shares (daemon checked)
     gpu-node setup --system --simulate --gpus 2            # a simulated 2×H100 node, local head
 
 Joining runs `ray start` (a node joins a cluster through its own raylet; the head's address is
 checked first, so an unreachable one fails in seconds with a clear message instead of hanging).
 The node advertises the custom resource `clover_node_<name>`, which pins the node agent and the
-node's replicas to it. MIG mode is only checked here; `gpu-node mig enable` changes it.
+node's replicas to it. MIG mode is only checked here; `gpu-node mig enable` changes it. With
+`--partition mps` the MPS control daemon must already run: if it does not, setup stops and
+prints the command that starts it (`nvidia-cuda-mps-control -d`; no GPU reset).
 """
 from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from gpu_node.agent import AgentConfig
+from gpu_node.devices import AgentConfig
+from gpu_node.node_check import NodeReport
 from gpu_node.records import NodeInfo
 
 
@@ -28,18 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-name", default=None, help="node name in plans and logs (default: host name)")
     parser.add_argument("--port", type=int, default=6379, help="GCS port when starting a local head (default 6379)")
     parser.add_argument("--simulate", action="store_true", help="simulated GPUs instead of NVIDIA ones")
+    parser.add_argument("--partition", choices=["mig", "mps"], default="mig",
+                        help="slice GPUs by MIG instances (default) or by MPS shares (GPUs without MIG, or MIG off)")
     parser.add_argument("--gpus", type=int, default=2, help="simulated GPU count (default 2)")
     parser.add_argument("--gpu-type", default="H100-80GB", help="simulated GPU type (default H100-80GB)")
     parser.add_argument("--state-dir", default=None,
-                        help="where the simulated node keeps its MIG state (default ~/.clover/<node>)")
-
-
-def node_name(given: str | None) -> str:
-    name = given or socket.gethostname().split(".")[0]
-    clean = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
-    if not clean:
-        raise ValueError(f"node name {given!r} has no usable characters; pass --node-name")
-    return clean
+                        help="where the node keeps its partition state and slice leases (default ~/.clover/<node>)")
 
 
 def ray_start_command(address: str | None, port: int, resource: str) -> list[str]:
@@ -105,11 +102,11 @@ def print_summary(info: NodeInfo, address: str, warnings: list[str]) -> None:
     from rich.table import Table
 
     t = Table(title=f"Clover node {info.node} ({'simulated' if info.simulated else 'NVIDIA'}) joined {address}")
-    for col in ("GPU", "type", "MIG", "slices (profile@start → MIG UUID)"):
+    for col in ("GPU", "type", "partitioning", "slices (profile@start → device)"):
         t.add_column(col)
     for g in info.gpus:
         slices = "\n".join(f"{s.profile}@{s.start} → {s.uuid}" for s in g.slices) or "-"
-        t.add_row(str(g.index), g.gpu_type, "on" if g.enabled else "off", slices)
+        t.add_row(str(g.index), g.gpu_type, f"{g.partitioning.upper()} {'on' if g.enabled else 'off'}", slices)
     c = Console()
     c.print(t)
     for w in warnings:
@@ -117,10 +114,20 @@ def print_summary(info: NodeInfo, address: str, warnings: list[str]) -> None:
     c.print(f"agent: clover-agent-{info.node} (namespace clover), resource {info.resource}")
 
 
-def run(args: argparse.Namespace) -> int:
-    from configs.cluster import check_address, node_resource, ray_env
-    from gpu_node.agent import AgentConfig
+def check_node(cfg: AgentConfig) -> NodeReport:
+    """The checks for this node: its simulated backend, or NVML (and the MPS daemon for MPS)."""
+    from gpu_node.devices import mps_daemon, partition_backend
     from gpu_node.node_check import check_nvml, check_simulated
+    from mig.leases import LeaseBook
+
+    daemon = mps_daemon(cfg) if cfg.partition == "mps" else None
+    if cfg.simulate:
+        return check_simulated(partition_backend(cfg, LeaseBook()), daemon)
+    return check_nvml(daemon=daemon)
+
+
+def run(args: argparse.Namespace) -> int:
+    from configs.cluster import check_address, node_name, node_resource, ray_env
 
     if not args.system:
         print("gpu-node setup: add --system to set this machine up as a Clover GPU node "
@@ -133,14 +140,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, ConnectionError) as exc:
         print(f"gpu-node setup: {exc}", file=sys.stderr)
         return 2
-    state_dir = Path(args.state_dir or Path.home() / ".clover" / name)
-    if args.simulate:
-        from mig.simulated import SimulatedMigBackend
-
-        state_dir.mkdir(parents=True, exist_ok=True)
-        report = check_simulated(SimulatedMigBackend([(args.gpu_type, args.gpus)], state_dir / "mig-state.json"))
-    else:
-        report = check_nvml()
+    cfg = AgentConfig(name, simulate=args.simulate, gpus=args.gpus, gpu_type=args.gpu_type,
+                      state_dir=args.state_dir, partition=args.partition)
+    report = check_node(cfg)
     if not report.ok:
         print("gpu-node setup: " + "; ".join(report.problems), file=sys.stderr)
         return 2
@@ -161,8 +163,6 @@ def run(args: argparse.Namespace) -> int:
     address = args.address or f"127.0.0.1:{args.port}"
     ray.init(address="auto", namespace="clover", log_to_driver=False)
     try:
-        cfg = AgentConfig(name, simulate=args.simulate, gpus=args.gpus, gpu_type=args.gpu_type,
-                          state_dir=str(state_dir))
         info = bring_up_agent(cfg)
     finally:
         ray.shutdown()

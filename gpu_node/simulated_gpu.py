@@ -14,10 +14,10 @@ import threading
 import time
 import uuid as uuidlib
 from collections import defaultdict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Callable, Hashable
 
-from models.performance import PerformanceModel
+from models.protocol import PerfModel
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class SimulatedGpu:
     different slices overlap. `slice_id=None` means an unnamed slice that never queues.
     """
 
-    def __init__(self, gpu_type: str, perf: PerformanceModel,
+    def __init__(self, gpu_type: str, perf: PerfModel,
                  clock: Callable[[], float] = time.monotonic, uuid: str | None = None) -> None:
         self.gpu_type = gpu_type
         self.perf = perf

@@ -1,12 +1,17 @@
-"""`gpu-node mig …`: inspect and change MIG layouts.
+"""`gpu-node mig …`: inspect and change partition layouts (MIG instances or MPS shares).
 
     gpu-node mig layouts --gpu-type H100-80GB [--all-profiles] [--json]
-    gpu-node mig list    [--backend simulated|nvidia-smi] [--state FILE] [--gpus H100-80GB:2]
+    gpu-node mig list    [--backend simulated|nvidia-smi] [--partition mig|mps] [--state FILE] [--gpus H100-80GB:2]
     gpu-node mig enable  --gpu N [--disable] --yes [--backend …]
-    gpu-node mig apply   --gpu N --layout "3g.40gb@0,3g.40gb@4" [--dry-run] [--backend …]
+    gpu-node mig apply   --gpu N --layout "3g.40gb@0,3g.40gb@4" [--dry-run] [--backend …] [--partition …]
+    gpu-node mig release --stale [--leases FILE]
 
 The simulated backend keeps its GPUs in `--state FILE` (default: $CLOVER_SIM_MIG_STATE, else in
-memory for this one command), so `apply` followed by `list` shows the change.
+memory for this one command), so `apply` followed by `list` shows the change; MPS shares are
+kept in `--state` too (default on a real node: ~/.clover/<host>/mps-state.json). `list` also
+shows the slices' leases (mig/leases.py) with their stale flags, and `release --stale` clears
+the stale ones: leases live in `--leases FILE` (default: leases.json beside `--state`, else in
+~/.clover/<host>/, where `gpu-node setup` keeps them).
 """
 from __future__ import annotations
 
@@ -14,10 +19,16 @@ import argparse
 import json
 import os
 import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
 
+from configs.cluster import node_state_dir
 from configs.loader import load_gpu_catalog
-from mig.backend import MigBackend, make_backend
+from mig.backend import LEASES_FILE, STATE_FILES, MigBackend, PartitionBackend, make_backend
 from mig.errors import MigError
+from mig.leases import LeaseBook, LeaseRecord
 from mig.types import Placement
 
 ENABLE_WARNING = (
@@ -36,16 +47,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="include every profile (1g.20gb, +me variants), not only Clover's 1g/2g/3g/4g/7g")
     p.add_argument("--json", action="store_true", help='print [[{"profile": "3g.40gb", "start": 4}, …], …]')
 
+    def leases_arg(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--leases", default=None,
+                       help=f"lease file (default: {LEASES_FILE} beside --state, else in ~/.clover/<host>/)")
+
     def backend_args(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--backend", choices=["simulated", "nvidia-smi"], default="simulated")
+        q.add_argument("--backend", choices=["simulated", "nvidia-smi"], default="simulated",
+                       help="where the GPUs come from (default simulated)")
+        q.add_argument("--partition", choices=["mig", "mps"], default="mig",
+                       help="MIG instances or MPS shares (default mig)")
         q.add_argument("--state", default=os.environ.get("CLOVER_SIM_MIG_STATE"),
-                       help="simulated backend's state file (default: $CLOVER_SIM_MIG_STATE, else in memory)")
+                       help="state file of simulated GPUs or of MPS shares (default: $CLOVER_SIM_MIG_STATE, "
+                            "else in memory; MPS on nvidia-smi: ~/.clover/<host>/mps-state.json)")
         q.add_argument("--gpus", default=None,
                        help="simulated GPUs for a new state file, e.g. H100-80GB:2 (default H100-80GB:1)")
+        leases_arg(q)
 
-    p = sub.add_parser("list", help="list GPUs and their GPU instances")
+    p = sub.add_parser("list", help="list GPUs, their slices and the slices' leases")
     backend_args(p)
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("release", help="clear leases: --stale drops those no live replica renews")
+    p.add_argument("--stale", action="store_true", help="drop every stale lease and print what was dropped")
+    leases_arg(p)
+    p.add_argument("--state", default=os.environ.get("CLOVER_SIM_MIG_STATE"),
+                   help="a state file: the lease file is the one beside it (as for list)")
 
     p = sub.add_parser("enable", help="turn MIG mode on (or off with --disable) for one GPU")
     p.add_argument("--gpu", type=int, required=True)
@@ -60,17 +86,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     backend_args(p)
 
 
-def _backend(args: argparse.Namespace) -> MigBackend:
+def _leases(args: argparse.Namespace) -> LeaseBook:
+    if args.leases:
+        return LeaseBook(args.leases)
+    return LeaseBook(Path(args.state).with_name(LEASES_FILE) if args.state else node_state_dir() / LEASES_FILE)
+
+
+def _backend(args: argparse.Namespace) -> PartitionBackend:
     gpus = None
+    state = args.state
     if args.backend == "simulated":
         from mig.simulated import parse_gpus_spec
 
         if args.gpus:
             gpus = parse_gpus_spec(args.gpus)
-        if not args.state:
+        if not state:
             print("note: simulated GPUs live in memory for this command only; pass --state FILE to keep them",
                   file=sys.stderr)
-    return make_backend(args.backend, state_file=args.state, gpus=gpus)
+    elif args.partition == "mps" and not state:
+        state = str(node_state_dir() / STATE_FILES["mps"])
+    return make_backend(args.backend, args.partition, state_file=state, gpus=gpus, users=_leases(args).live_owners)
 
 
 def _layouts(args: argparse.Namespace) -> int:
@@ -94,32 +129,66 @@ def _layouts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lease_text(lease: LeaseRecord) -> str:
+    return f"{lease.owner} ({'STALE, ' if lease.stale else ''}renewed {time.time() - lease.renewed_at:.0f} s ago)"
+
+
 def _list(args: argparse.Namespace) -> int:
     backend = _backend(args)
     gpus = backend.list_gpus()
-    rows = [(g, backend.list_instances(g.index)) for g in gpus]
+    rows = [(g, backend.list_instances(g.index) if g.enabled else []) for g in gpus]
+    held: dict[tuple[int, int], list[LeaseRecord]] = defaultdict(list)  # (gpu, gi_id) -> leases
+    for x in _leases(args).leases():
+        held[x.gpu, x.gi_id].append(x)
     if args.json:
         print(json.dumps([{"index": g.index, "uuid": g.uuid, "name": g.name, "gpu_type": g.gpu_type,
-                           "mig_enabled": g.mig_enabled,
+                           "partitioning": g.partitioning, "enabled": g.enabled, "mig_enabled": g.mig_enabled,
                            "instances": [{"gi_id": i.gi_id, "profile": i.profile, "start": i.start, "size": i.size,
-                                          "uuid": i.uuid} for i in insts]} for g, insts in rows], indent=1))
+                                          "uuid": i.uuid, "env": backend.slice_env(g, i),
+                                          "leases": [asdict(x) for x in held[g.index, i.gi_id]]} for i in insts]}
+                          for g, insts in rows], indent=1))
         return 0
+    state = {("mig", True): "MIG enabled", ("mig", False): "MIG disabled",
+             ("mps", True): "MPS daemon running", ("mps", False): "MPS daemon not running"}
     for g, insts in rows:
-        print(f"GPU {g.index}: {g.name} [{g.gpu_type or 'not in catalog'}] {g.uuid} "
-              f"MIG {'enabled' if g.mig_enabled else 'disabled'}")
+        print(f"GPU {g.index}: {g.name} [{g.gpu_type or 'not in catalog'}] {g.uuid} {state[g.partitioning, g.enabled]}")
         for i in insts:
-            print(f"  GI {i.gi_id:>2}  {i.profile:<11} slots {i.start}-{i.start + i.size - 1}  {i.uuid}")
-        if g.mig_enabled and not insts:
-            print("  (no GPU instances)")
+            owners = ", ".join(_lease_text(x) for x in held[g.index, i.gi_id])
+            print(f"  GI {i.gi_id:>2}  {i.profile:<11} slots {i.start}-{i.start + i.size - 1}  {i.uuid}"
+                  + (f"  leased by {owners}" if owners else ""))
+        if g.enabled and not insts:
+            print("  (no slices)" if g.partitioning == "mps" else "  (no GPU instances)")
+    slices = {(g.index, i.gi_id) for g, insts in rows for i in insts}
+    for x in (x for key, xs in sorted(held.items()) if key not in slices for x in xs):
+        print(f"lease on GPU {x.gpu} GI {x.gi_id} (no such slice): {_lease_text(x)}")
+    return 0
+
+
+def _release(args: argparse.Namespace) -> int:
+    if not args.stale:
+        print("gpu-node mig release: add --stale to drop the leases no live replica renews "
+              "(live ones are released by their replicas or the controller)", file=sys.stderr)
+        return 2
+    book = _leases(args)
+    gone = book.release_stale()
+    for x in gone:
+        print(f"released GPU {x.gpu} GI {x.gi_id}: {_lease_text(x)}")
+    print(f"released {len(gone)} stale lease{'s' * (len(gone) != 1)} from {book.path or 'memory'}")
     return 0
 
 
 def _enable(args: argparse.Namespace) -> int:
+    backend = _backend(args)
+    if not isinstance(backend, MigBackend):
+        print("gpu-node mig enable: MPS shares need no mode switch; start the MPS control daemon "
+              "(`nvidia-cuda-mps-control -d`, no reset) and check it with `gpu-node setup --system --partition mps`",
+              file=sys.stderr)
+        return 2
     print(ENABLE_WARNING.format(gpu=args.gpu), file=sys.stderr)
     if not args.yes:
         print("not changed: re-run with --yes to proceed", file=sys.stderr)
         return 2
-    print(_backend(args).set_mig_mode(args.gpu, not args.disable))
+    print(backend.set_mig_mode(args.gpu, not args.disable))
     return 0
 
 
@@ -132,14 +201,17 @@ def _apply(args: argparse.Namespace) -> int:
     if info is None:
         raise MigError(f"GPU {args.gpu} not found on this node")
     if not info.gpu_type:
-        raise MigError(f"GPU {args.gpu} ({info.name}) is not in configs/gpus.yaml; add its MIG profiles first")
+        raise MigError(f"GPU {args.gpu} ({info.name}) is not in configs/gpus.yaml; add its {args.partition.upper()} "
+                       "entry first")
     target = parse_layout(args.layout, info.gpu_type)
-    if not info.mig_enabled:
-        hint = f"MIG is disabled on GPU {args.gpu}: run `gpu-node mig enable --gpu {args.gpu} --yes` first"
+    if not info.enabled:
+        hint = (f"MIG is disabled on GPU {args.gpu}: run `gpu-node mig enable --gpu {args.gpu} --yes` first"
+                if info.partitioning == "mig" else
+                f"the MPS control daemon is not running for GPU {args.gpu}: start it with `nvidia-cuda-mps-control -d`")
         if not args.dry_run:
             raise MigError(hint)
         print(f"note: {hint}")
-    plan = plan_repartition(backend.list_instances(args.gpu) if info.mig_enabled else [], target)
+    plan = plan_repartition(backend.list_instances(args.gpu) if info.enabled else [], target)
     print(f"GPU {args.gpu} ({info.gpu_type}) -> {format_layout(target) or '(empty)'}")
     print(f"  keep    {format_layout(plan.keep) or '-'}")
     print(f"  destroy {format_layout(_placements(plan.destroy)) or '-'}")
@@ -162,7 +234,7 @@ def _placements(items) -> list[Placement]:
 
 
 def run(args: argparse.Namespace) -> int:
-    actions = {"layouts": _layouts, "list": _list, "enable": _enable, "apply": _apply}
+    actions = {"layouts": _layouts, "list": _list, "enable": _enable, "apply": _apply, "release": _release}
     try:
         return actions[args.mig_command](args)
     except (MigError, KeyError, ValueError) as exc:

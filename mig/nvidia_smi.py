@@ -39,16 +39,21 @@ from mig.types import GpuInfo, GpuInstance
 QUERY_FIELDS = "index,uuid,name,mig.mode.current"
 
 
-def gpu_type_for_product(product_name: str) -> str:
-    """Catalog key for a product name (`NVIDIA H100 80GB HBM3` -> `H100-80GB`); "" if unknown."""
+def gpu_type_for_product(product_name: str, partitioning: str = "mig") -> str:
+    """Catalog key for a product name under a partitioning (`NVIDIA H100 80GB HBM3` -> `H100-80GB`,
+    or `H100-80GB-MPS` for MPS shares); "" if the catalog has no such entry."""
     for key, gt in load_gpu_catalog().gpu_types.items():
-        if product_name in gt.product_names:
+        if product_name in gt.product_names and gt.partitioning == partitioning:
             return key
     return ""
 
 
 class NvidiaSmiBackend:
-    """MigBackend over `nvidia-smi`. `runner` is injectable for tests of the retry logic."""
+    """MigBackend over `nvidia-smi`. `runner` is injectable for tests of the retry logic.
+
+    It needs no leases to refuse destroying a busy instance: the driver sees the processes."""
+
+    partitioning = "mig"
 
     def __init__(self, binary: str = "nvidia-smi", *, timeout_s: float = 60.0, dci_retries: int = 5,
                  retry_delay_s: float = 0.5,
@@ -104,7 +109,7 @@ class NvidiaSmiBackend:
     def list_gpus(self) -> list[GpuInfo]:
         out = self._check(f"--query-gpu={QUERY_FIELDS}", "--format=csv")
         return [GpuInfo(index=int(r["index"]), uuid=r["uuid"], name=r["name"],
-                        gpu_type=gpu_type_for_product(r["name"]), mig_enabled=mig_mode_enabled(r["mig.mode.current"]))
+                        gpu_type=gpu_type_for_product(r["name"]), enabled=mig_mode_enabled(r["mig.mode.current"]))
                 for r in parse_query_csv(out)]
 
     def set_mig_mode(self, gpu: int, enabled: bool) -> str:
@@ -175,3 +180,7 @@ class NvidiaSmiBackend:
                 raise err
             time.sleep(self.retry_delay_s * (attempt + 1))
         self._check("mig", "-i", str(gpu), "-gi", str(gi_id), "-dgi")
+
+    def slice_env(self, gpu: GpuInfo, inst: GpuInstance) -> dict[str, str]:
+        """A process on a MIG slice sees only that MIG device."""
+        return {"CUDA_VISIBLE_DEVICES": inst.uuid}

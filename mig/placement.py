@@ -49,6 +49,19 @@ def compute_slices_of(profile_name: str) -> int:
     return int(m.group(1))
 
 
+def tree_gi_id(memory_slots: int, start: int, size: int, taken: set[int]) -> int:
+    """The driver's GI ID for a placement: node `slots/size - 1 + start/size` of the slot tree.
+
+    Observed on A100/H100/RTX PRO: the full GPU is GI 0, halves 1-2, quarters 3-6, eighths
+    7-14, so the same placement always gets the same ID (the simulated backends and the MPS
+    share book number slices this way too)."""
+    if memory_slots % size == 0 and start % size == 0:
+        gi = memory_slots // size - 1 + start // size
+        if gi not in taken:
+            return gi
+    return min(set(range(len(taken) + 1)) - taken)
+
+
 def layout_slices(layout: Iterable[Placement]) -> tuple[int, ...]:
     """The compute-slice sizes of a layout, largest first (`(4, 2, 1)`): what the planner assigns."""
     return tuple(sorted((compute_slices_of(p.profile) for p in layout), reverse=True))

@@ -13,14 +13,9 @@ which lets tests tell a kept instance from a re-created one.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
-import os
-import tempfile
-import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,11 +27,47 @@ from mig.errors import (
     PlacementError,
     UnknownProfileError,
 )
-from mig.placement import check_addition, first_free_start, resolve_profile
+from mig.placement import check_addition, first_free_start, resolve_profile, tree_gi_id
+from mig.state_file import StateFile
 from mig.types import GpuInfo, GpuInstance, Placement
 
 _NAMESPACE = uuid.UUID("5c1f0c6e-9d3b-4f8e-a1c2-7b0d3e4f5a60")  # Clover's simulated-device namespace
 STATE_VERSION = 1
+
+# Who runs on a slice now (`LeaseBook.live_owners`): a simulated driver refuses to destroy it.
+SliceUsers = Callable[[int, int], list[str]]
+
+
+def no_users(_gpu: int, _gi_id: int) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class SimulatedIdentity:
+    """What a simulated GPU looks like to tools: stable for a (seed, index, type)."""
+
+    uuid: str
+    name: str
+    pci_bus_id: str
+
+
+def simulated_identity(index: int, gpu_type: str, seed: int = 0) -> SimulatedIdentity:
+    gt = load_gpu_catalog().get(gpu_type)
+    return SimulatedIdentity(
+        uuid=f"GPU-{uuid.uuid5(_NAMESPACE, f'gpu:{seed}:{index}:{gpu_type}')}",
+        name=gt.product_names[0] if gt.product_names else f"NVIDIA {gpu_type}",
+        pci_bus_id=f"00000000:{(0x18 + 0x12 * index) % 256:02X}:00.0",
+    )
+
+
+def expand_gpus(gpus: Sequence[tuple[str, int]] | Sequence[str]) -> list[str]:
+    """[("H100-80GB", 2), "A100-40GB"] -> one catalog type per GPU (unknown types: KeyError naming the known)."""
+    types: list[str] = []
+    for g in gpus:
+        name, count = (g, 1) if isinstance(g, str) else g
+        load_gpu_catalog().get(name)
+        types.extend([name] * count)
+    return types
 
 
 def parse_gpus_spec(spec: str) -> list[tuple[str, int]]:
@@ -63,7 +94,6 @@ class _Instance:
     start: int
     size: int
     uuid: str
-    in_use_by: str | None = None
     has_ci: bool = True  # the full-size compute instance (`-C`); the MIG device exists only with it
 
 
@@ -82,26 +112,29 @@ class _Gpu:
         return next((i for i in self.instances if i.gi_id == gi_id), None)
 
 
-def _tree_gi_id(memory_slots: int, start: int, size: int, taken: set[int]) -> int:
-    """The driver's GI ID for a placement: node `slots/size - 1 + start/size` of the slot tree."""
-    if memory_slots % size == 0 and start % size == 0:
-        gi = memory_slots // size - 1 + start // size
-        if gi not in taken:
-            return gi
-    return min(set(range(len(taken) + 1)) - taken)
+def _decode_gpus(doc: dict) -> list[_Gpu]:
+    # `in_use_by` marks of older state files are dropped: leases replaced them (issue 10)
+    return [_Gpu(**{**g, "instances": [_Instance(**{k: v for k, v in i.items() if k != "in_use_by"})
+                                        for i in g["instances"]]}) for g in doc.get("gpus", [])]
 
 
 class SimulatedMigBackend:
-    """In-memory MIG GPUs, optionally persisted to `state_file`. Thread- and process-safe."""
+    """In-memory MIG GPUs, optionally persisted to `state_file`. Thread- and process-safe.
+
+    `users(gpu, gi_id)` says who runs on a GPU instance now (the node's live leases): like the
+    driver with a process on the device, destroying it then fails "In use by another client".
+    """
+
+    partitioning = "mig"
 
     def __init__(self, gpus: Sequence[tuple[str, int]] | Sequence[str] | None = None,
-                 state_file: Path | str | None = None, *, seed: int = 0, mig_enabled: bool = True) -> None:
-        self._lock = threading.RLock()
-        self._gpus: list[_Gpu] = []  # the state when there is no state file
-        self._active: list[_Gpu] | None = None  # the state inside the current transaction
-        self.state_file = Path(state_file) if state_file else None
+                 state_file: Path | str | None = None, *, seed: int = 0, mig_enabled: bool = True,
+                 users: SliceUsers = no_users) -> None:
         self.seed = seed
-        wanted = self._expand(gpus) if gpus is not None else None
+        self.users = users
+        self._state = StateFile(state_file, version=STATE_VERSION, what="simulated MIG state", decode=_decode_gpus,
+                                encode=lambda gpus: {"seed": self.seed, "gpus": [asdict(g) for g in gpus]})
+        wanted = expand_gpus(gpus) if gpus is not None else None
         with self._txn() as state:
             if state:
                 have = [g.gpu_type for g in state]
@@ -113,85 +146,18 @@ class SimulatedMigBackend:
             else:
                 state.extend(self._new_gpu(i, t, mig_enabled) for i, t in enumerate(wanted or ["H100-80GB"]))
 
-    # ----------------------------------------------------------------- state handling
-    @staticmethod
-    def _expand(gpus: Sequence[tuple[str, int]] | Sequence[str]) -> list[str]:
-        types: list[str] = []
-        for g in gpus:
-            name, count = (g, 1) if isinstance(g, str) else g
-            load_gpu_catalog().get(name)  # unknown type -> KeyError naming the known ones
-            types.extend([name] * count)
-        return types
+    @property
+    def state_file(self) -> Path | None:
+        return self._state.path
 
     def _new_gpu(self, index: int, gpu_type: str, mig_enabled: bool) -> _Gpu:
-        gt = load_gpu_catalog().get(gpu_type)
-        return _Gpu(
-            index=index,
-            gpu_type=gpu_type,
-            uuid=f"GPU-{uuid.uuid5(_NAMESPACE, f'gpu:{self.seed}:{index}:{gpu_type}')}",
-            name=gt.product_names[0] if gt.product_names else f"NVIDIA {gpu_type}",
-            pci_bus_id=f"00000000:{(0x18 + 0x12 * index) % 256:02X}:00.0",
-            mig_enabled=mig_enabled,
-        )
+        ident = simulated_identity(index, gpu_type, self.seed)
+        return _Gpu(index=index, gpu_type=gpu_type, uuid=ident.uuid, name=ident.name, pci_bus_id=ident.pci_bus_id,
+                    mig_enabled=mig_enabled)
 
-    def _load(self) -> list[_Gpu]:
-        assert self.state_file is not None
-        try:
-            raw = json.loads(self.state_file.read_text())
-        except FileNotFoundError:
-            return []
-        except json.JSONDecodeError as exc:
-            raise MigError(f"simulated MIG state file {self.state_file} is not valid JSON ({exc}); delete it") from None
-        if raw.get("version") != STATE_VERSION:
-            raise MigError(f"simulated MIG state file {self.state_file} has version {raw.get('version')!r}, "
-                           f"expected {STATE_VERSION}; delete it")
-        return [_Gpu(**{**g, "instances": [_Instance(**i) for i in g["instances"]]}) for g in raw["gpus"]]
-
-    def _save(self, gpus: list[_Gpu]) -> None:
-        assert self.state_file is not None
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        data = json.dumps({"version": STATE_VERSION, "seed": self.seed, "gpus": [asdict(g) for g in gpus]}, indent=1)
-        fd, tmp = tempfile.mkstemp(prefix=self.state_file.name, suffix=".tmp", dir=self.state_file.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.state_file)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
-    @contextlib.contextmanager
-    def _txn(self) -> Iterator[list[_Gpu]]:
-        """The GPUs, fresh from the state file under an exclusive lock, written back if changed.
-
-        Re-entrant: an operation built from smaller ones runs as one transaction, and nothing
-        is written when it fails part-way."""
-        with self._lock:
-            if self._active is not None:
-                yield self._active
-                return
-            if self.state_file is None:
-                self._active = self._gpus
-                try:
-                    yield self._gpus
-                finally:
-                    self._active = None
-                return
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.state_file.with_name(self.state_file.name + ".lock"), "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                gpus = self._load()
-                before = [asdict(g) for g in gpus]
-                self._active = gpus
-                try:
-                    yield gpus
-                finally:
-                    self._active = None
-                if [asdict(g) for g in gpus] != before:
-                    self._save(gpus)
+    def _txn(self) -> AbstractContextManager[list[_Gpu]]:
+        """The GPUs in one transaction (re-entrant; see mig/state_file.py)."""
+        return self._state.transaction()
 
     @staticmethod
     def _gpu(gpus: list[_Gpu], index: int) -> _Gpu:
@@ -207,7 +173,7 @@ class SimulatedMigBackend:
     # ----------------------------------------------------------------- MigBackend
     def list_gpus(self) -> list[GpuInfo]:
         with self._txn() as gpus:
-            return [GpuInfo(index=g.index, uuid=g.uuid, name=g.name, gpu_type=g.gpu_type, mig_enabled=g.mig_enabled)
+            return [GpuInfo(index=g.index, uuid=g.uuid, name=g.name, gpu_type=g.gpu_type, enabled=g.mig_enabled)
                     for g in gpus]
 
     def set_mig_mode(self, gpu: int, enabled: bool) -> str:
@@ -215,11 +181,12 @@ class SimulatedMigBackend:
         with self._txn() as gpus:
             g = self._gpu(gpus, gpu)
             if not enabled:
-                busy = [i for i in g.instances if i.in_use_by]
+                busy = [f"GI {i.gi_id} by {' and '.join(owners)}" for i in g.instances
+                        if (owners := self.users(gpu, i.gi_id))]
                 if busy:
                     raise InstanceInUseError(
                         f"Unable to disable MIG Mode for GPU {g.pci_bus_id}: In use by another client "
-                        f"({', '.join(f'GI {i.gi_id} by {i.in_use_by}' for i in busy)})"
+                        f"({', '.join(busy)})"
                     )
                 g.instances.clear()
             g.mig_enabled = enabled
@@ -277,7 +244,7 @@ class SimulatedMigBackend:
             except PlacementError as exc:
                 raise PlacementError(f"{head}: Insufficient Resources ({exc})") from None
             gt = load_gpu_catalog().get(g.gpu_type)
-            gi_id = _tree_gi_id(gt.memory_slots, start, prof.size, {i.gi_id for i in g.instances})
+            gi_id = tree_gi_id(gt.memory_slots, start, prof.size, {i.gi_id for i in g.instances})
             g.serial += 1
             inst = _Instance(gi_id=gi_id, profile=prof.name, profile_id=prof.id, start=start, size=prof.size,
                              uuid=f"MIG-{uuid.uuid5(_NAMESPACE, f'{g.uuid}:{g.serial}')}", has_ci=with_ci)
@@ -300,10 +267,11 @@ class SimulatedMigBackend:
             if not inst.has_ci:
                 raise MigError(f"Unable to destroy compute instance ID 0 from GPU {gpu} GPU instance ID {gi_id}: "
                                "Not Found")
-            if inst.in_use_by:
+            owners = self.users(gpu, gi_id)
+            if owners:
                 raise InstanceInUseError(
                     f"Unable to destroy compute instance ID 0 from GPU {gpu} GPU instance ID {gi_id}: "
-                    f"In use by another client ({inst.in_use_by} still runs on it; stop it first)"
+                    f"In use by another client ({', '.join(owners)} still runs on it; stop it first)"
                 )
             inst.has_ci = False
 
@@ -311,8 +279,9 @@ class SimulatedMigBackend:
         """`-dgi -gi G`: fails while the GI still has a compute instance or a user, like the driver."""
         with self._txn() as gpus:
             inst = self._instance(gpu, gi_id, "destroy GPU instance")
-            if inst.has_ci or inst.in_use_by:
-                user = inst.in_use_by or "its compute instance"
+            owners = self.users(gpu, gi_id)
+            if inst.has_ci or owners:
+                user = ", ".join(owners) or "its compute instance"
                 raise InstanceInUseError(
                     f"Unable to destroy GPU instance ID {gi_id} from GPU {gpu}: In use by another client "
                     f"({user} still uses it; stop it first)"
@@ -327,27 +296,9 @@ class SimulatedMigBackend:
         with self._txn() as gpus:
             return self._gpu(gpus, gpu).gpu_type
 
-    def mark_in_use(self, gpu: int, gi_id: int, owner: str) -> None:
-        """A process (a replica) now runs on this instance: destroying it fails until `release`."""
-        with self._txn() as gpus:
-            g = self._gpu(gpus, gpu)
-            inst = g.find(gi_id)
-            if inst is None:
-                raise MigError(f"GPU {gpu} has no GPU instance ID {gi_id} to run {owner} on")
-            if inst.in_use_by not in (None, owner):
-                raise InstanceInUseError(f"GPU instance ID {gi_id} on GPU {gpu} is already in use by {inst.in_use_by}")
-            inst.in_use_by = owner
-
-    def release(self, gpu: int, gi_id: int, owner: str | None = None) -> None:
-        """The process on this instance has exited (idempotent; `owner` guards against mix-ups)."""
-        with self._txn() as gpus:
-            inst = self._gpu(gpus, gpu).find(gi_id)
-            if inst is not None and (owner is None or inst.in_use_by == owner):
-                inst.in_use_by = None
-
-    def in_use(self, gpu: int) -> dict[int, str]:
-        with self._txn() as gpus:
-            return {i.gi_id: i.in_use_by for i in self._gpu(gpus, gpu).instances if i.in_use_by}
+    def slice_env(self, gpu: GpuInfo, inst: GpuInstance) -> dict[str, str]:
+        """A process on a MIG slice sees only that MIG device."""
+        return {"CUDA_VISIBLE_DEVICES": inst.uuid}
 
     def pci_bus_id(self, gpu: int) -> str:
         with self._txn() as gpus:

@@ -15,7 +15,7 @@ class Placement:
         return {"profile": self.profile, "start": self.start}
 
     @classmethod
-    def from_json(cls, d: dict) -> "Placement":
+    def from_json(cls, d: dict) -> Placement:
         return cls(profile=str(d["profile"]), start=int(d["start"]))
 
 
@@ -23,14 +23,15 @@ class Placement:
 Layout = tuple[Placement, ...]
 
 
-def canonical(layout: "list[Placement] | tuple[Placement, ...]") -> Layout:
+def canonical(layout: list[Placement] | tuple[Placement, ...]) -> Layout:
     """The canonical (sorted) form of a layout, so equal layouts compare equal."""
     return tuple(sorted(layout, key=lambda p: (p.start, p.profile)))
 
 
 @dataclass(frozen=True)
 class GpuInstance:
-    """A GPU instance that exists on a device (with its compute instance), as a backend sees it."""
+    """A slice that exists on a device, as a backend sees it: a MIG GPU instance (with its compute
+    instance) or an MPS share (bookkeeping only; the GPU itself is not changed)."""
 
     gpu_index: int
     gi_id: int
@@ -38,7 +39,7 @@ class GpuInstance:
     profile_id: int
     start: int
     size: int
-    uuid: str  # MIG-… device UUID, what CUDA_VISIBLE_DEVICES takes
+    uuid: str  # MIG-… device UUID (MIG) or the GPU's UUID (an MPS share): what CUDA_VISIBLE_DEVICES takes
 
     @property
     def placement(self) -> Placement:
@@ -52,5 +53,10 @@ class GpuInfo:
     index: int
     uuid: str  # GPU-…
     name: str  # product name, e.g. "NVIDIA H100 80GB HBM3"
-    gpu_type: str  # catalog key, e.g. "H100-80GB"
-    mig_enabled: bool
+    gpu_type: str  # catalog key, e.g. "H100-80GB" (MIG) or "H100-80GB-MPS" (MPS shares)
+    enabled: bool  # can be partitioned now: MIG mode on, or the MPS control daemon running
+    partitioning: str = "mig"  # "mig" or "mps"
+
+    @property
+    def mig_enabled(self) -> bool:
+        return self.partitioning == "mig" and self.enabled

@@ -1,4 +1,5 @@
-"""Performance model: latency, throughput, dynamic power and memory of a variant on a MIG slice.
+"""Performance model: latency, throughput, dynamic power and memory of a variant on a slice
+(a MIG instance or an MPS share).
 
 Fitted to profiles measured on one GPU type (the bundled H100 files in configs/profiles, or
 `gpu-node profile` output of the same JSON shape); the formulas, their assumptions and the
@@ -7,14 +8,23 @@ one with the catalog's `relative_speed`, SM counts and power range.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
-from typing import Iterable
 
 from configs.loader import load_gpu_catalog, profile_paths
 from configs.schema import GpuCatalog, GpuType
 from models.performance_fit import VariantFit, fit_all
 from models.profile_points import ProfilePoint, load_points
+
+# Latency factor per partitioning, applied to slices smaller than the whole GPU. The bundled H100
+# data were measured on MPS shares (one process alone on 12/24/45/48 % of the SMs), so MPS is 1.0
+# by construction. A MIG slice also gets only its own part of the L2 cache and of the memory
+# bandwidth, which an MPS share alone on the GPU does not lose: a MIG slice is at most as fast,
+# so its factor is >= 1. No MIG slice has been measured yet (the lent GPUs run with MIG off),
+# so it is 1.0 too — optimistic for MIG — until `gpu-node profile` on MIG slices says more
+# (docs/performance-model.md, docs/mps.md).
+DEFAULT_PARTITION_FACTORS: Mapping[str, float] = {"mig": 1.0, "mps": 1.0}
 
 # Device memory a CUDA + PyTorch process holds before any tensor (context, cuBLAS/cuDNN
 # workspaces). Not in the profiles (they record tensor peaks only); typical H100 value.
@@ -24,32 +34,36 @@ CUDA_CONTEXT_GIB = 0.5
 class PerformanceModel:
     """Predictions per variant × GPU type × compute slices × batch, fp16 (the serving dtype).
 
-    `mig_penalty` multiplies slice latencies (not the 7g instance): the slice data was measured
-    with MPS, which limits SMs but shares L2 and memory bandwidth, so a real MIG slice is at
-    most as fast. 1.0 (the default) keeps the measured, optimistic numbers.
+    Implements `models.protocol.PerfModel`. `partition_factors` ({"mig": x, "mps": y}, missing
+    ones from DEFAULT_PARTITION_FACTORS) multiply the latency of slices smaller than the whole GPU
+    by the factor of the GPU type's partitioning (configs/gpus.yaml `partitioning`).
     """
 
     def __init__(self, fits: dict[str, VariantFit], reference_gpu_type: str,
                  points: tuple[ProfilePoint, ...] = (), catalog: GpuCatalog | None = None,
-                 mig_penalty: float = 1.0) -> None:
-        if mig_penalty < 1.0:
-            raise ValueError(f"mig_penalty must be >= 1 (a MIG slice is never faster than MPS), got {mig_penalty}")
+                 partition_factors: Mapping[str, float] | None = None) -> None:
+        factors = {**DEFAULT_PARTITION_FACTORS, **(partition_factors or {})}
+        bad = {k: v for k, v in factors.items() if k not in DEFAULT_PARTITION_FACTORS or v < 1.0}
+        if bad:
+            raise ValueError(f"partition_factors {bad}: keys are {sorted(DEFAULT_PARTITION_FACTORS)} and factors "
+                             "must be >= 1 (a slice is never faster than one measured alone on an MPS share)")
         self._fits = fits
         self._catalog = catalog or load_gpu_catalog()
         self.reference_gpu_type = reference_gpu_type
         self.points = points
-        self.mig_penalty = mig_penalty
+        self.partition_factors = factors
 
     # -- construction -------------------------------------------------------------------
     @classmethod
-    def default(cls) -> "PerformanceModel":
+    def default(cls) -> PerformanceModel:
         """The model fitted to the bundled H100 profiles (configs/profiles); cached."""
         return _default_model()
 
     @classmethod
-    def from_profiles(cls, paths: Iterable[str | Path], mig_penalty: float = 1.0) -> "PerformanceModel":
+    def from_profiles(cls, paths: Iterable[str | Path],
+                      partition_factors: Mapping[str, float] | None = None) -> PerformanceModel:
         points = load_points(paths)
-        return cls(fit_all(points), points[0].gpu_type, tuple(points), mig_penalty=mig_penalty)
+        return cls(fit_all(points), points[0].gpu_type, tuple(points), partition_factors=partition_factors)
 
     # -- lookups ------------------------------------------------------------------------
     def variants(self) -> list[str]:
@@ -93,7 +107,8 @@ class PerformanceModel:
         f = self.slice_sms_fraction(gpu_type, compute_slices)
         gpu_ms = (fit.d_ms * batch + fit.c_ms * batch / f) / self._speed(gpu_type)
         lat = fit.a_ms + gpu_ms
-        return lat * self.mig_penalty if compute_slices < self._gpu(gpu_type).compute_slices else lat
+        gt = self._gpu(gpu_type)
+        return lat * self.partition_factors[gt.partitioning] if compute_slices < gt.compute_slices else lat
 
     def throughput_rps(self, variant_key: str, gpu_type: str, compute_slices: int, batch: int) -> float:
         """Items per second of a slice that runs back-to-back batches."""

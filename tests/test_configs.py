@@ -9,7 +9,8 @@ from controller.carbon.trace import load_trace
 
 def test_catalog_has_the_four_gpu_types_with_h100_values_from_nvidia_smi():
     cat = load_gpu_catalog()
-    assert set(cat.gpu_types) == {"H100-80GB", "A100-40GB", "A100-80GB", "H200-141GB"}
+    assert {k for k, gt in cat.gpu_types.items() if gt.partitioning == "mig"} == {
+        "H100-80GB", "A100-40GB", "A100-80GB", "H200-141GB"}
     h100 = cat.get("H100-80GB")
     # verbatim from tests/fixtures/nvidia-smi/h100-sxm_mig-disabled.txt (-lgip, -lgipp)
     assert [(p.id, p.name, p.sms, p.memory_gib, p.max_instances) for p in h100.profiles] == [
@@ -20,6 +21,28 @@ def test_catalog_has_the_four_gpu_types_with_h100_values_from_nvidia_smi():
     assert h100.profile("3g").name == "3g.40gb"
     assert h100.profile(15).starts == (0, 2, 4, 6)
     assert [p.name for p in cat.main_profiles("A100-40GB")] == ["1g.5gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb"]
+
+
+def test_mps_types_cover_gpus_without_mig_in_mig_shapes():
+    cat = load_gpu_catalog()
+    mps = {k for k, gt in cat.gpu_types.items() if gt.partitioning == "mps"}
+    assert {"L4-24GB", "A10-24GB", "A100-40GB-MPS", "A100-80GB-MPS", "H100-80GB-MPS", "H200-141GB-MPS"} <= mps
+    for key in mps:
+        gt = cat.get(key)
+        assert gt.source, key  # every entry cites where its numbers come from
+        main = cat.main_profiles(key)
+        assert [p.compute_slices for p in main] == [1, 2, 3, 4, 7]
+        assert [gt.mps_percent(p) for p in main] == [14, 29, 43, 57, 100]
+        assert [p.size for p in main] == [1, 2, 4, 4, 8] and main[-1].sms == gt.total_sms
+    l4 = cat.get("L4-24GB")
+    assert (l4.total_sms, [p.name for p in cat.main_profiles("L4-24GB")]) == (
+        58, ["1g.3gb", "2g.6gb", "3g.12gb", "4g.12gb", "7g.23gb"])
+    # an H100 with MIG off has the MIG names, so plans read the same
+    assert [p.name for p in cat.main_profiles("H100-80GB-MPS")] == [p.name for p in cat.main_profiles("H100-80GB")]
+    assert cat.for_partitioning("H100-80GB", "mps") == "H100-80GB-MPS"
+    assert cat.for_partitioning("H100-80GB-MPS", "mig") == "H100-80GB"
+    with pytest.raises(KeyError, match="'L4-24GB' has no MIG entry"):
+        cat.for_partitioning("L4-24GB", "mig")
 
 
 def test_services_have_sources_and_base_variants():

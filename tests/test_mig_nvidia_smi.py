@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from configs.loader import load_gpu_catalog
-from mig import fake_smi
 from mig.errors import (
     InstanceInUseError,
     MigDisabledError,
@@ -15,10 +14,12 @@ from mig.errors import (
     PlacementError,
     UnknownProfileError,
 )
+from mig.leases import LeaseBook
 from mig.nvidia_smi import NvidiaSmiBackend, gpu_type_for_product
 from mig.placement import parse_layout
 from mig.repartition import apply_plan, plan_repartition
 from mig.simulated import SimulatedMigBackend
+from tests import fake_smi
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "nvidia-smi"
@@ -57,7 +58,8 @@ def test_reads_gpus_profiles_and_instances():
 
 
 def test_create_destroy_and_errors():
-    sim = SimulatedMigBackend(["H100-80GB"], mig_enabled=False)
+    leases = LeaseBook()  # a live lease stands for a process on the instance
+    sim = SimulatedMigBackend(["H100-80GB"], mig_enabled=False, users=leases.live_owners)
     b, runner = _backend(sim)
     assert b.list_instances(0) == []
     with pytest.raises(MigDisabledError, match="No MIG-enabled devices found"):
@@ -71,25 +73,26 @@ def test_create_destroy_and_errors():
         b.create_instance(0, "2g.20gb", 4)
     with pytest.raises(UnknownProfileError, match="Invalid Argument .*the GPU offers: 1g.10gb"):
         b.create_instance(0, "5g.40gb", 0)
-    sim.mark_in_use(0, made.gi_id, "replica")
+    leases.acquire(0, made.gi_id, "replica")
     with pytest.raises(InstanceInUseError, match="In use by another client"):
         b.destroy_instance(0, made.gi_id)
     assert sum(1 for c in runner.calls if "-dci" in c) == 1 + b.dci_retries
-    sim.release(0, made.gi_id)
+    leases.release(0, made.gi_id, "replica")
     b.destroy_instance(0, made.gi_id)
     assert sim.list_instances(0) == []
 
 
 def test_dci_is_retried_until_the_process_is_gone():
-    sim = SimulatedMigBackend(["H100-80GB"])
+    leases = LeaseBook()
+    sim = SimulatedMigBackend(["H100-80GB"], users=leases.live_owners)
     made = sim.create_instance(0, "7g.80gb", 0)
-    sim.mark_in_use(0, made.gi_id, "exiting-replica")
+    leases.acquire(0, made.gi_id, "exiting-replica")
     runner = FakeRunner(sim)
 
     def releasing_runner(cmd, **kw):
         result = runner(cmd, **kw)
         if "-dci" in cmd and sum("-dci" in c for c in runner.calls) == 2:
-            sim.release(0, made.gi_id)  # the process exits between the 2nd and 3rd attempt
+            leases.release(0, made.gi_id, "exiting-replica")  # the process exits between the 2nd and 3rd attempt
         return result
 
     b = NvidiaSmiBackend(runner=releasing_runner, retry_delay_s=0)
@@ -133,7 +136,7 @@ def test_fake_reproduces_the_real_h100_tables_and_the_synthetic_fixture(tmp_path
 
 def test_end_to_end_through_the_executable_on_path(tmp_path, monkeypatch):
     """The real subprocess path: argument lists, PATH lookup, exit codes, state file between calls."""
-    monkeypatch.setenv("PATH", os.pathsep.join([str(ROOT / "mig" / "fake_nvidia_smi"),
+    monkeypatch.setenv("PATH", os.pathsep.join([str(ROOT / "tests" / "fake_nvidia_smi"),
                                                 str(Path(sys.executable).parent), os.environ["PATH"]]))
     monkeypatch.setenv("CLOVER_FAKE_SMI_STATE", str(tmp_path / "smi.json"))
     monkeypatch.setenv("CLOVER_FAKE_SMI_GPUS", "H100-80GB:2")
@@ -148,7 +151,7 @@ def test_end_to_end_through_the_executable_on_path(tmp_path, monkeypatch):
     with pytest.raises(PlacementError, match="overlaps|Insufficient Resources"):
         b.create_instance(1, "3g.40gb", 4)
     assert b.list_instances(1) == [a, c]
-    SimulatedMigBackend(state_file=tmp_path / "smi.json").mark_in_use(1, c.gi_id, "agent")
+    LeaseBook(fake_smi.leases_file(tmp_path / "smi.json")).acquire(1, c.gi_id, "agent")
     with pytest.raises(InstanceInUseError, match=f"GPU instance ID\\s+{c.gi_id}: In use by another client"):
         b.destroy_instance(1, c.gi_id)
     b.destroy_instance(1, a.gi_id)

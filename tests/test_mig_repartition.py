@@ -4,9 +4,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mig.errors import InstanceInUseError
+from mig.leases import LeaseBook
 from mig.placement import all_profile_names, enumerate_layouts, parse_layout
 from mig.repartition import apply_plan, plan_repartition
-from mig.simulated import SimulatedMigBackend
+from mig.simulated import SimulatedMigBackend, no_users
 from mig.types import Placement
 
 TYPES = ["H100-80GB", "A100-40GB", "A100-80GB", "H200-141GB"]
@@ -19,8 +20,8 @@ def two_layouts(draw):
     return t, draw(st.sampled_from(LAYOUTS[t])), draw(st.sampled_from(LAYOUTS[t]))
 
 
-def _set_up(gpu_type, layout):
-    b = SimulatedMigBackend([gpu_type])
+def _set_up(gpu_type, layout, leases=None):
+    b = SimulatedMigBackend([gpu_type], users=leases.live_owners if leases else no_users)
     for p in layout:
         b.create_instance(0, p.profile, p.start)
     return b
@@ -59,16 +60,17 @@ def test_plan_from_placements_equals_plan_from_instances(case):
 
 
 def test_in_use_instance_stops_the_plan_and_is_reported():
-    b = _set_up("H100-80GB", parse_layout("3g@0,3g@4", "H100-80GB"))
+    leases = LeaseBook()
+    b = _set_up("H100-80GB", parse_layout("3g@0,3g@4", "H100-80GB"), leases)
     gi = next(i.gi_id for i in b.list_instances(0) if i.start == 4)
-    b.mark_in_use(0, gi, "yolo:yolo11n#1")
+    leases.acquire(0, gi, "yolo:yolo11n#1")
     plan = plan_repartition(b.list_instances(0), parse_layout("3g@0,2g@4,1g@6", "H100-80GB"))
     ops = []
     with pytest.raises(InstanceInUseError, match="In use by another client"):
         apply_plan(b, 0, plan, on_op=lambda *a: ops.append(a))
     assert [(op, p) for op, p, _, _ in ops] == [("destroy", Placement("3g.40gb", 4))]
     assert isinstance(ops[0][3], InstanceInUseError)
-    b.release(0, gi)
+    leases.release(0, gi, "yolo:yolo11n#1")
     apply_plan(b, 0, plan_repartition(b.list_instances(0), plan.target))
     assert sorted(i.placement for i in b.list_instances(0)) == sorted(plan.target)
 

@@ -13,8 +13,10 @@ from mig.errors import (
     PlacementError,
     UnknownProfileError,
 )
+from mig.leases import LEASE_TTL_S, LeaseBook
 from mig.placement import all_profile_names, enumerate_layouts
 from mig.simulated import SimulatedMigBackend, parse_gpus_spec
+from tests.fake_nvml import FakeClock
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -60,7 +62,9 @@ def test_gi_ids_follow_the_drivers_placement_tree():
 
 
 def test_error_cases_use_nvidia_smi_wording():
-    b = SimulatedMigBackend(["H100-80GB"], mig_enabled=False)
+    clock = FakeClock()
+    leases = LeaseBook(clock=clock)
+    b = SimulatedMigBackend(["H100-80GB"], mig_enabled=False, users=leases.live_owners)
     with pytest.raises(MigDisabledError, match="No MIG-enabled devices found"):
         b.create_instance(0, "3g.40gb", 0)
     assert b.list_instances(0) == []
@@ -79,18 +83,20 @@ def test_error_cases_use_nvidia_smi_wording():
         b.list_instances(4)
 
     gi = b.list_instances(0)[0].gi_id
-    b.mark_in_use(0, gi, "replica-a")
-    with pytest.raises(InstanceInUseError, match="already in use by replica-a"):
-        b.mark_in_use(0, gi, "replica-b")
+    leases.acquire(0, gi, "replica-a")
+    leases.acquire(0, gi, "replica-b")  # make-before-break: two owners on one slice
     with pytest.raises(InstanceInUseError) as e:
         b.destroy_instance(0, gi)
     assert str(e.value).startswith(f"Unable to destroy compute instance ID 0 from GPU 0 GPU instance ID {gi}: "
-                                   "In use by another client")
-    with pytest.raises(InstanceInUseError, match="Unable to disable MIG Mode"):
+                                   "In use by another client (replica-a, replica-b still runs")
+    with pytest.raises(InstanceInUseError, match=f"Unable to disable MIG Mode .*GI {gi} by replica-a and replica-b"):
         b.set_mig_mode(0, False)
-    b.release(0, gi, owner="someone-else")  # not the owner: still in use
-    assert b.in_use(0) == {gi: "replica-a"}
-    b.release(0, gi)
+    leases.release(0, gi, "replica-b")
+    leases.release(0, gi, "someone-else")  # not a holder: nothing changes
+    assert leases.live_owners(0, gi) == ["replica-a"]
+    with pytest.raises(InstanceInUseError):
+        b.destroy_instance(0, gi)
+    clock.t += LEASE_TTL_S  # replica-a stopped renewing: its lease is stale and blocks nothing
     b.destroy_instance(0, gi)
     assert b.list_instances(0) == []
 
@@ -108,10 +114,8 @@ def test_state_survives_a_restart_and_is_shared(tmp_path):
     state = tmp_path / "node" / "mig.json"
     a = SimulatedMigBackend([("H100-80GB", 2)], state_file=state)
     made = a.create_instance(1, "4g.40gb", 0)
-    a.mark_in_use(1, made.gi_id, "yolo#0")
     b = SimulatedMigBackend(state_file=state)  # the restarted agent
     assert b.list_instances(1) == [made]
-    assert b.in_use(1) == {made.gi_id: "yolo#0"}
     assert b.list_gpus() == a.list_gpus()
     b.create_instance(1, "3g.40gb", 4)  # seen by the first object too: every op re-reads the file
     assert len(a.list_instances(1)) == 2
@@ -164,5 +168,7 @@ def test_gpus_spec_and_factory():
     with pytest.raises(ValueError, match="bad GPU count"):
         parse_gpus_spec("H100-80GB:x")
     assert isinstance(make_backend("simulated", gpus=[("H200-141GB", 1)]), SimulatedMigBackend)
-    with pytest.raises(ValueError, match="unknown MIG backend"):
+    with pytest.raises(ValueError, match="unknown GPU backend 'cuda'"):
         make_backend("cuda")
+    with pytest.raises(ValueError, match="unknown partitioning 'vgpu'"):
+        make_backend("simulated", "vgpu")

@@ -109,13 +109,27 @@ def test_tail_ratio_from_measured_percentiles(model):
     assert all(1.0 <= model.latency_p99_ratio(v) < 10 for v in model.variants())
 
 
-def test_mig_penalty_slows_slices_only():
+def test_partition_factor_slows_slices_of_its_partitioning_only():
     base = PerformanceModel.default()
-    penal = PerformanceModel.from_profiles(profile_paths(), mig_penalty=1.2)
+    penal = PerformanceModel.from_profiles(profile_paths(), partition_factors={"mig": 1.2})
+    mps = "H100-80GB-MPS"
     assert penal.batch_latency_ms("yolo:yolo11x", H100, 2, 8) == pytest.approx(1.2 * base.batch_latency_ms("yolo:yolo11x", H100, 2, 8))
     assert penal.batch_latency_ms("yolo:yolo11x", H100, 7, 8) == pytest.approx(base.batch_latency_ms("yolo:yolo11x", H100, 7, 8))
-    with pytest.raises(ValueError, match="mig_penalty"):
-        PerformanceModel.from_profiles(profile_paths(), mig_penalty=0.9)
+    assert penal.batch_latency_ms("yolo:yolo11x", mps, 2, 8) == pytest.approx(base.batch_latency_ms("yolo:yolo11x", mps, 2, 8))
+    interfered = PerformanceModel.from_profiles(profile_paths(), partition_factors={"mps": 1.3})
+    assert interfered.batch_latency_ms("effnet:b0", mps, 3, 8) == pytest.approx(1.3 * base.batch_latency_ms("effnet:b0", mps, 3, 8))
+    with pytest.raises(ValueError, match="partition_factors"):
+        PerformanceModel.from_profiles(profile_paths(), partition_factors={"mig": 0.9})
+    with pytest.raises(ValueError, match="partition_factors"):
+        PerformanceModel.from_profiles(profile_paths(), partition_factors={"vgpu": 1.1})
+
+
+def test_mps_shares_use_their_thread_percentage_as_sm_fraction(model):
+    """An MPS 3g share is 43 % of the SMs (57 of 132), the MIG 3g instance 60 of 132: MPS's is slower."""
+    assert model.slice_sms_fraction("H100-80GB-MPS", 3) == pytest.approx(57 / 132)
+    assert model.batch_latency_ms("albert:xxlarge", "H100-80GB-MPS", 3, 8) > model.batch_latency_ms("albert:xxlarge", H100, 3, 8)
+    assert model.batch_latency_ms("albert:xxlarge", "H100-80GB-MPS", 7, 8) == pytest.approx(
+        model.batch_latency_ms("albert:xxlarge", H100, 7, 8))
 
 
 def _copy_profiles(tmp_path: Path) -> list[Path]:

@@ -18,6 +18,7 @@ from gpu_node.profiler import (
     summarize_run,
     visible_mig_device,
 )
+from tests.mps_fixtures import control, mps_env  # noqa: F401 - fixture
 
 SHARED = json.loads((PROFILE_DIR / "h100-sxm_full-gpu.json").read_text())
 SHARED_RUN_KEYS = list(SHARED["variants"]["effnet:b0"]["runs"][0])
@@ -140,3 +141,29 @@ def test_compare_profiles_pairs_runs_and_computes_ratios(monkeypatch):
     row = next(r for r in rows if (r.variant, r.dtype, r.batch) == ("effnet:b7", "fp16", 8))
     assert row.ratio("lat_ms_p50") == pytest.approx(row.new["lat_ms_p50"] / row.ref["lat_ms_p50"])
     assert mod.compare(SHARED, SHARED)[0].ratio("items_per_s") == pytest.approx(1.0)
+
+
+def test_profile_mps_shares_one_process_each_with_the_daemon_running(tmp_path, mps_env, capsys):  # noqa: F811
+    """`--mps-percent`: refused without the daemon (with the command to start it); with it, one
+    process per share, each file in the bundled shape and fitted at its share's SM fraction."""
+    argv = ["profile", "--service", "efficientnet", "--variants", "b0", "--batches", "1,2", "--duration", "0.2",
+            "--warmup", "0.05", "--mps-percent", "29,100", "--out", str(tmp_path / "cpu.json")]
+    assert main(argv) == 2
+    assert "nvidia-cuda-mps-control -d" in capsys.readouterr().err
+    assert main([*argv[:-4], "--mps-percent", "0,50", "--out", str(tmp_path / "cpu.json")]) == 2
+    assert control("-d").returncode == 0
+    assert main(argv) == 0
+    docs = {p: json.loads((tmp_path / f"cpu_mps-{p}pct.json").read_text()) for p in (29, 100)}
+    assert {p: d["info"]["mps_active_thread_pct"] for p, d in docs.items()} == {29: "29", 100: "100"}
+    for doc in docs.values():
+        assert [list(r) for r in doc["variants"]["effnet:b0"]["runs"]] == [SHARED_RUN_KEYS] * 2
+        doc["info"]["gpu"] = SHARED["info"]["gpu"]  # relabelled as in the test above: a CPU has no catalog entry
+        for run in doc["variants"]["effnet:b0"]["runs"]:
+            run["dtype"] = "fp16"
+    paths = []
+    for p, doc in docs.items():
+        paths.append(tmp_path / f"gpu_mps-{p}pct.json")
+        paths[-1].write_text(json.dumps(doc))
+    from models.profile_points import load_points
+
+    assert sorted({pt.sm_fraction for pt in load_points(paths)}) == [0.29, 1.0]

@@ -80,7 +80,7 @@ def test_simulated_node_check_reads_the_backend(tmp_path):
     from mig.simulated import SimulatedMigBackend
 
     r = check_simulated(SimulatedMigBackend([("H100-80GB", 2)], tmp_path / "s.json"))
-    assert r.ok and [g.mig_enabled for g in r.gpus] == [True, True]
+    assert r.ok and [g.mig_enabled for g in r.gpus] == [True, True] and r.partitioning == "mig"
 
 
 @pytest.mark.parametrize("argv", [["demo", "--duration", "0s"], ["demo", "--duration", "soon"]])

@@ -14,7 +14,7 @@ is overridden (Ray sets it to the replica's fractional CPU count, i.e. 1, which 
 inference).
 
 Ownership: a replica holds a lease on its slice at the node agent (taken at start, renewed every
-`LEASE_RENEW_S`, released on shutdown), so the node can tell a slice in use from a stale mark
+`RENEW_EVERY_S`, released on shutdown), so the node can tell a slice in use from a stale mark
 left by a process that no longer exists. A replica answers `spec()` and `inflight()`, so a
 restarted controller can adopt it and drains wait on the replica's own count.
 
@@ -31,6 +31,8 @@ from typing import Any
 
 from ray import serve
 
+from mig.leases import RENEW_EVERY_S
+
 REPLICA_PREFIX = "replica-"  # every slice-replica application name starts so
 REPLICA_CPUS = 0.05  # fractional so a 2-core demo machine holds 14 replicas
 MAX_ONGOING = 256  # Serve's default (5) throttles a replica to ~15 req/s; the router bounds queues
@@ -38,7 +40,6 @@ MAX_ONGOING = 256  # Serve's default (5) throttles a replica to ~15 req/s; the r
 # queueing model (controller/planning/queueing.py) assumes; waiting to fill a batch would add latency the
 # model does not predict.
 BATCH_WAIT_S = 0.0
-LEASE_RENEW_S = 5.0  # the node agent's lease TTL is several times this
 
 
 @dataclass(frozen=True)
@@ -133,13 +134,13 @@ class SliceReplica:
             return
         try:
             await asyncio.wait_for(agent.acquire_lease.remote(self.spec.gpu, self.spec.gi_id, self.spec.app_name),
-                                   LEASE_RENEW_S)
+                                   RENEW_EVERY_S)
         except Exception:  # noqa: BLE001 - agent restarting or re-created: look it up again next time
             self._agent = None
 
     async def _keep_lease(self) -> None:
         while True:
-            await asyncio.sleep(LEASE_RENEW_S)
+            await asyncio.sleep(RENEW_EVERY_S)
             await self._renew_lease()
 
     def __del__(self) -> None:
@@ -186,6 +187,8 @@ class SliceReplica:
             await asyncio.sleep(seconds)
             results = [{"ok": True} for _ in payloads]
         service_ms = (time.perf_counter() - t0) * 1000.0
+        if agent is not None:  # measured busy time: what per-slice attribution uses on real GPUs
+            agent.record_busy.remote(self.spec.gpu, self.spec.slice_id, service_ms / 1000.0)
         self._served += len(payloads)
         for r in results:
             r.update(variant=self.spec.variant, batch=len(payloads), service_ms=service_ms,

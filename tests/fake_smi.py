@@ -1,11 +1,13 @@
 """A fake `nvidia-smi` driven by the simulated backend, for testing the real nvidia-smi backend.
 
-`mig/fake_nvidia_smi/nvidia-smi` runs `main()`. It implements the subset Clover uses — `-L`,
+`tests/fake_nvidia_smi/nvidia-smi` runs `main()`. It implements the subset Clover uses — `-L`,
 `-i N -mig 0|1`, `--query-gpu=… --format=csv`, and `mig -lgip/-lgipp/-lgi/-lci/-cgi/-cci/-dci/-dgi`
 — printing the real tool's formats (tables laid out like driver 580's, byte-identical to the
 captured H100 `-lgip`/`-lgipp`) and its failure lines. State lives in the JSON file named by
 `CLOVER_FAKE_SMI_STATE`; a new state file gets the GPUs of `CLOVER_FAKE_SMI_GPUS`
 (default `H100-80GB:1`) with MIG mode `CLOVER_FAKE_SMI_MIG` (`1` default, `0` = disabled).
+Processes on an instance are the live leases of `<state>.leases.json` (mig/leases.py): a test
+that takes one there makes `-dci`/`-dgi` fail "In use by another client", as a running process would.
 
 Exit codes follow nvidia-smi(1) RETURN VALUE: 0 success, 2 invalid argument, 6 object not
 found, 255 other errors (the driver's "Insufficient Resources", "In use by another client").
@@ -25,6 +27,7 @@ from mig.errors import (
     PlacementError,
     UnknownProfileError,
 )
+from mig.leases import LeaseBook
 from mig.placement import first_free_start, resolve_profile
 from mig.simulated import SimulatedMigBackend, parse_gpus_spec
 from mig.smi_parse import NO_MIG_DEVICES
@@ -42,7 +45,7 @@ class _Usage(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # noqa: D401 - argparse hook
+    def error(self, message: str) -> None:
         raise _Usage(message)
 
 
@@ -87,7 +90,7 @@ def format_lgip(b: SimulatedMigBackend, gpus: Sequence[int]) -> str:
             rows.append([
                 "|{:>4}  MIG {:<15}{:>3}     {:>3}        {:<11}{:<7}{:<7}{:<6}{:<4}|".format(
                     gpu, p.name, p.id, f"{free}/{p.max_instances}", f"{p.memory_gib:.2f}", "No", p.sms, dec, 0),
-                "|{:>64}{:>6}{:>6}   |".format(ce, jpeg, ofa),
+                f"|{ce:>64}{jpeg:>6}{ofa:>6}   |",
             ])
     return _table("GPU instance profiles:", [
         " GPU   Name               ID    Instances   Memory     P2P    SM    DEC   ENC  ",
@@ -344,6 +347,11 @@ def _top(b: SimulatedMigBackend, argv: list[str], out: list[str]) -> int:
     return RC_OK
 
 
+def leases_file(state: str | os.PathLike[str]) -> str:
+    """Where the fake reads the leases (processes) of the state file `state`."""
+    return f"{os.fspath(state)}.leases.json"
+
+
 def main(argv: list[str] | None = None) -> int:
     state = os.environ.get("CLOVER_FAKE_SMI_STATE")
     if not state:
@@ -351,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         return RC_OTHER
     try:
         gpus = None if os.path.exists(state) else parse_gpus_spec(os.environ.get("CLOVER_FAKE_SMI_GPUS", "H100-80GB:1"))
-        backend = SimulatedMigBackend(gpus=gpus, state_file=state,
+        backend = SimulatedMigBackend(gpus=gpus, state_file=state, users=LeaseBook(leases_file(state)).live_owners,
                                       mig_enabled=os.environ.get("CLOVER_FAKE_SMI_MIG", "1") != "0")
     except (MigError, ValueError) as exc:
         print(f"fake nvidia-smi: {exc}", file=sys.stderr)
