@@ -68,7 +68,7 @@ def test_full_replica_is_skipped_then_saturation_returns_none():
 
 
 def test_zero_share_replica_is_warm_but_unused():
-    r = _router({"a-1": 1.0, "b-1": 0.0})  # b started and warming: no traffic yet
+    r = _router({"a-1": 1.0, "b-1": 0.0}, max_queue=1000)  # b started and warming: no traffic yet
     assert set(_route_n(r, 20)) == {"a-1"}
     r.sync([_entry("a-1", 0.0), _entry("b-1", 1.0)])
     assert set(_route_n(r, 20)) == {"b-1"}
@@ -100,6 +100,16 @@ def test_live_ingress_replicas_split_the_bound_and_the_survivor_takes_it_all():
     assert [r.acquire() is not None for _ in range(3)] == [True, True, False]  # its half of 4
     r.set_peers(1)  # the other ingress replica died
     assert r.acquire() is not None and r.acquire() is not None and r.acquire() is None
+
+
+def test_when_every_routed_replica_is_ejected_a_warm_spare_takes_the_requests():
+    r = _router({"a-1": 1.0, "b-1": 0.0, "c-1": 0.0})
+    r.sync([_entry("a-1", 1.0), _entry("b-1", 0.0), _entry("c-1", 0.0, draining=True)])
+    assert r.acquire(now=1.0).name == "a-1"
+    r.eject("a-1", now=1.0)
+    assert {r.acquire(now=2.0).name for _ in range(3)} == {"b-1"}  # never the draining one
+    r.sync([_entry("a-1", 1.0), _entry("c-1", 0.0, draining=True)])
+    assert r.acquire(now=2.0) is None  # no spare left: saturated
 
 
 def test_a_replica_whose_call_failed_is_skipped_for_a_while():

@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 RATE_WINDOW = 3  # intervals of measured load the next plan must carry
 OVERLOAD_MIN_REQUESTS = 20  # fewer requests than this in the check window say nothing about p95
-OVERLOAD_WINDOW_S = 10.0
+OVERLOAD_WINDOW_S = 10.0  # the overload check looks at this much traffic at a time
+OVERLOAD_SHED = 0.05  # requests turned away (503 saturated) above this share of the offered ones: overload
 OVERLOAD_GROWTH = 1.25  # capacity asked for on overload: this × the offered rate
 
 
@@ -218,14 +219,17 @@ class ControlLoop:
         return result
 
     def _check_overload(self) -> None:
-        """Re-plan for more capacity at once when the slices' p95 exceeds the SLA."""
+        """Re-plan for more capacity at once when, over the last OVERLOAD_WINDOW_S, the slices'
+        p95 exceeded the SLA or the ingress turned a real share of the requests away."""
+        if self._overload.elapsed() < OVERLOAD_WINDOW_S:
+            return
         traffic, seconds = self._overload.take()
         p95 = traffic.p_ms(0.95)
         n = traffic.requests() + traffic.failures()
         if n < OVERLOAD_MIN_REQUESTS or p95 is None:
             return
         saturated = traffic.failures_by_kind().get("saturated", 0)
-        if p95 > self.settings.sla or saturated:
+        if p95 > self.settings.sla or saturated > OVERLOAD_SHED * n:
             offered = n / seconds
             want = max(self.rate_rps, offered * OVERLOAD_GROWTH)
             self.events.event("overload", f"p95 on the slices {p95:.1f} ms vs SLA {self.settings.sla:.1f} ms, "

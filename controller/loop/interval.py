@@ -28,6 +28,9 @@ class TrafficWindow:
         self._last: dict[str, ServingCounters] = {}
         self._t = clock()
 
+    def elapsed(self) -> float:
+        return self.clock() - self._t
+
     def take(self) -> tuple[ServingCounters, float]:
         """(the traffic since the previous take, its duration in seconds)."""
         now = self.bus.counters()

@@ -13,6 +13,8 @@ Why these rules:
 - A replica whose call just failed (its process died) is ejected for `EJECT_S`, as proxies do
   with outliers: the requests that follow go to the others at once, instead of queueing for a
   replica that Serve is still restarting; the controller's next table then routes around it.
+  Until then, a replica with share 0 that is up (warm, not draining) takes the requests the
+  ejected ones cannot: a spare is better than a 503.
 - Queues are bounded: when every replica is full the router says "saturated" and the ingress
   answers 503 + Retry-After, instead of letting latency grow without limit. With N live ingress
   replicas each admits its 1/N of a replica's bound (N from the control bus, so when one ingress
@@ -79,8 +81,11 @@ class Route:
         return self.entry.name
 
     def has_room(self, now: float) -> bool:
-        e = self.entry
-        return not e.draining and e.share > 0 and self.inflight < self.bound and now >= self.ejected_until
+        return self.entry.share > 0 and self.can_take(now)
+
+    def can_take(self, now: float) -> bool:
+        """Up, not draining, not ejected and under its bound, whatever its share."""
+        return not self.entry.draining and self.inflight < self.bound and now >= self.ejected_until
 
 
 def queue_bound(throughput_rps: float, sla_ms: float, batch: int) -> int:
@@ -129,7 +134,12 @@ class Router:
         `now` is a monotonic clock reading (for ejections)."""
         eligible = [r for r in self._routes.values() if r.has_room(now)]
         if not eligible:
-            return None
+            spares = [r for r in self._routes.values() if r.can_take(now)]
+            if not spares:
+                return None
+            spare = min(spares, key=lambda r: (r.inflight, r.name))
+            spare.inflight += 1
+            return spare
         total = sum(r.entry.share for r in eligible)
         for r in eligible:
             r._current += r.entry.share
