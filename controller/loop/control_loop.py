@@ -105,6 +105,7 @@ class ControlLoop:
                                                            settings.rate_rps))
         self.settings = settings
         self.model = ServiceModel(self.service, self.perf, settings)
+        self.model.warm(set(gpus.values()))
         self.rate_rps = max(settings.rate_rps, self.desired.rate_rps if self.desired else 0.0)
         self.accountant = Accountant(self.service, gpus, self.perf)
         self.totals = AccountingTotals()

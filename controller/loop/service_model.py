@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from configs.schema import Service
 from controller.loop.settings import LoopSettings
-from controller.planning.model import PlanningProblem, capacity_shares, column_of, route
+from controller.planning.model import PlanningProblem, capacity_shares, column_of, columns, route
 from controller.planning.plan import Plan, SliceAssignment
 from controller.serving.replica import ReplicaSpec
 from controller.serving.router import queue_bound
@@ -27,6 +27,13 @@ class ServiceModel:
         return PlanningProblem(self.service, tuple(sorted(gpus)), self.perf, max(rate_rps, s.min_rate_rps), s.sla,
                                lam=s.lam, carbon_intensity=carbon_intensity, pue=s.pue, current=current,
                                variants=s.variants, forecast=forecast)
+
+    def warm(self, gpu_types: set[str]) -> None:
+        """Compute every column once (the queueing model's per-column bisection takes seconds in
+        all), so that the first re-plan after a start — e.g. for a config change — takes
+        milliseconds, not seconds."""
+        for t in sorted(gpu_types):
+            columns(self.problem(((f"any/{t}", t),), 1.0, 0.0), t)
 
     def rmax(self, gpu_type: str, a: SliceAssignment, sla_factor: float = 1.0) -> float:
         """Largest rate the replica carries with predicted p95 ≤ SLA × sla_factor."""
