@@ -35,19 +35,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="slice GPUs by MIG instances (default) or by MPS shares (GPUs without MIG, or MIG off)")
     parser.add_argument("--gpus", type=int, default=2, help="simulated GPU count (default 2)")
     parser.add_argument("--gpu-type", default="H100-80GB", help="simulated GPU type (default H100-80GB)")
+    parser.add_argument("--node-ip-address", default=None,
+                        help="the address Ray advertises for this node (and binds where it can), e.g. 127.0.0.1 "
+                             "for a single machine; default: Ray's choice")
     parser.add_argument("--state-dir", default=None,
                         help="where the node keeps its partition state and slice leases (default ~/.clover/<node>)")
 
 
-def ray_start_command(address: str | None, port: int, resource: str) -> list[str]:
-    """The `ray start` argv that joins (or starts) the cluster with this node's resource (no shell)."""
+def ray_start_command(address: str | None, port: int, resource: str, node_ip: str | None = None) -> list[str]:
+    """The `ray start` argv that joins (or starts) the cluster with this node's resource (no shell).
+    The dashboard stays off (one listener fewer; docs/control-plane.md lists Ray's listeners)."""
     import json
 
     res = json.dumps({resource: 1000})
     ray_cli = ray_executable()
+    ip = [f"--node-ip-address={node_ip}"] if node_ip else []
     if address:
-        return [ray_cli, "start", f"--address={address}", f"--resources={res}"]
-    return [ray_cli, "start", "--head", f"--port={port}", f"--resources={res}", "--include-dashboard=false"]
+        return [ray_cli, "start", f"--address={address}", f"--resources={res}", *ip]
+    return [ray_cli, "start", "--head", f"--port={port}", f"--resources={res}", "--include-dashboard=false", *ip]
 
 
 def ray_executable() -> str:
@@ -152,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"gpu-node setup: {exc}", file=sys.stderr)
         return 2
-    cmd = ray_start_command(args.address, args.port, node_resource(name))
+    cmd = ray_start_command(args.address, args.port, node_resource(name), args.node_ip_address)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     if done.returncode != 0:
         print(f"gpu-node setup: `{' '.join(cmd)}` failed (exit {done.returncode}):\n"

@@ -60,6 +60,7 @@ def test_join_command_carries_the_node_resource_without_a_shell():
     assert Path(cmd[0]).name == "ray" and cmd[1] == "start" and "--address=10.0.0.5:6379" in cmd
     assert any("clover_node_gpu7" in c for c in cmd)
     assert "--head" in ray_start_command(None, 6380, "clover_node_x")
+    assert "--node-ip-address=127.0.0.1" in ray_start_command(None, 6380, "clover_node_x", "127.0.0.1")
 
 
 def test_node_check_explains_mig_off_and_pending():
