@@ -8,12 +8,14 @@ which the spec determines.
 from __future__ import annotations
 
 import logging
+import time
 
 from ray import serve
 from ray.serve.schema import ApplicationStatus
 
+from configs.cluster import node_resource
 from controller.loop.view import RUNNING, ReplicaState
-from controller.serving.replica import REPLICA_PREFIX, ReplicaSpec, deploy_replicas, stop_replicas
+from controller.serving.replica import REPLICA_CPUS, REPLICA_PREFIX, ReplicaSpec, replica_app
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +77,83 @@ class ServeReplicas:
             except Exception:  # noqa: BLE001 - died meanwhile: its requests failed over already
                 continue
         return total
+
+
+# ---- Serve applications of slice replicas -------------------------------------------------------
+class PlacementCheckError(RuntimeError):
+    """A replica cannot be placed: Serve would otherwise wait for it forever."""
+
+
+def check_placeable(specs: list[ReplicaSpec]) -> None:
+    """Fail with a clear error when a replica's node (custom resource) or CPU is missing."""
+    import ray
+
+    total = ray.cluster_resources()
+    avail = ray.available_resources()
+    need_cpu = REPLICA_CPUS * len(specs)
+    for node in sorted({s.node for s in specs}):
+        res = node_resource(node)
+        if total.get(res, 0.0) <= 0:
+            raise PlacementCheckError(
+                f"cannot place replicas on node {node!r}: no Ray node advertises resource {res!r}; "
+                f"start the node with `gpu-node setup --system` (it adds that resource)"
+            )
+        need = 0.01 * sum(1 for s in specs if s.node == node)
+        if avail.get(res, 0.0) + 1e-9 < need:
+            raise PlacementCheckError(
+                f"node {node!r}: {need:.2f} of {res!r} needed for {need / 0.01:.0f} replicas, "
+                f"only {avail.get(res, 0.0):.2f} free"
+            )
+    if avail.get("CPU", 0.0) + 1e-9 < need_cpu:
+        raise PlacementCheckError(
+            f"{len(specs)} replicas need {need_cpu:.2f} CPU, only {avail.get('CPU', 0.0):.2f} free in the cluster"
+        )
+
+
+def deploy_replicas(specs: list[ReplicaSpec], timeout_s: float = 120.0) -> None:
+    """Start replicas (in parallel) and wait until each answers; raise with the names that did not."""
+    from ray.serve.api import RunTarget
+
+    if not specs:
+        return
+    check_placeable(specs)
+    try:
+        serve.run_many([RunTarget(replica_app(s), name=s.app_name, route_prefix=None) for s in specs],
+                       wait_for_applications_running=False)
+        wait_apps([s.app_name for s in specs], timeout_s)
+    except Exception:
+        stop_replicas([s.app_name for s in specs])  # none may linger on a slice the rollback frees
+        raise
+
+
+def wait_apps(names: list[str], timeout_s: float) -> None:
+    """Wait until the named applications are RUNNING; an app that failed or timed out raises."""
+    deadline = time.monotonic() + timeout_s
+    pending = set(names)
+    while pending:
+        apps = serve.status().applications
+        for n in list(pending):
+            st = apps.get(n)
+            if st is None:
+                continue
+            if st.status == "RUNNING":
+                pending.discard(n)
+            elif st.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                raise RuntimeError(f"replica {n} failed to start: {st.message or st.status}")
+        if pending and time.monotonic() > deadline:
+            raise TimeoutError(f"replicas not running after {timeout_s:.0f}s: {sorted(pending)}")
+        if pending:
+            time.sleep(0.2)
+
+
+def stop_replicas(names: list[str], timeout_s: float = 60.0) -> None:
+    """Delete replica applications (in parallel) and wait until they are gone."""
+    for n in names:
+        serve.delete(n, _blocking=False)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        apps = serve.status().applications
+        if not any(n in apps for n in names):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"replicas still present after {timeout_s:.0f}s: {names}")

@@ -1,8 +1,9 @@
-"""One Serve replica per MIG slice: its spec, the deployment class, and deploy/stop helpers.
+"""One Serve replica per slice: its spec, the deployment class and its application (deploying and
+stopping them is controller/loop/replicas.py).
 
 Why one small Serve *application* per slice: a running Serve application cannot cheaply gain or
 lose deployments, but applications can be added and deleted independently. Each slice replica is
-therefore its own application (`replica-<node>-g<gpu>-<Ng>s<start>-<variant>-b<batch>`, no HTTP
+therefore its own application (`replica-<node>-g<gpu>-<Ng>s<start>-<service>-<variant>-b<batch>`, no HTTP
 route); the ingress reaches it with `serve.get_app_handle`. New replicas are deployed and warmed
 before traffic moves to them (make-before-break); old ones are deleted after draining.
 
@@ -253,84 +254,3 @@ def replica_app(spec: ReplicaSpec) -> Any:
                            "runtime_env": {"env_vars": env}},
     )
     return dep.bind(spec.to_json())
-
-
-class PlacementCheckError(RuntimeError):
-    """A replica cannot be placed: Serve would otherwise wait for it forever."""
-
-
-def check_placeable(specs: list[ReplicaSpec]) -> None:
-    """Fail with a clear error when a replica's node (custom resource) or CPU is missing."""
-    import ray
-
-    from configs.cluster import node_resource
-
-    total = ray.cluster_resources()
-    avail = ray.available_resources()
-    need_cpu = REPLICA_CPUS * len(specs)
-    for node in sorted({s.node for s in specs}):
-        res = node_resource(node)
-        if total.get(res, 0.0) <= 0:
-            raise PlacementCheckError(
-                f"cannot place replicas on node {node!r}: no Ray node advertises resource {res!r}; "
-                f"start the node with `gpu-node setup --system` (it adds that resource)"
-            )
-        need = 0.01 * sum(1 for s in specs if s.node == node)
-        if avail.get(res, 0.0) + 1e-9 < need:
-            raise PlacementCheckError(
-                f"node {node!r}: {need:.2f} of {res!r} needed for {need / 0.01:.0f} replicas, "
-                f"only {avail.get(res, 0.0):.2f} free"
-            )
-    if avail.get("CPU", 0.0) + 1e-9 < need_cpu:
-        raise PlacementCheckError(
-            f"{len(specs)} replicas need {need_cpu:.2f} CPU, only {avail.get('CPU', 0.0):.2f} free in the cluster"
-        )
-
-
-def deploy_replicas(specs: list[ReplicaSpec], timeout_s: float = 120.0) -> None:
-    """Start replicas (in parallel) and wait until each answers; raise with the names that did not."""
-    from ray.serve.api import RunTarget
-
-    if not specs:
-        return
-    check_placeable(specs)
-    try:
-        serve.run_many([RunTarget(replica_app(s), name=s.app_name, route_prefix=None) for s in specs],
-                       wait_for_applications_running=False)
-        wait_apps([s.app_name for s in specs], timeout_s)
-    except Exception:
-        stop_replicas([s.app_name for s in specs])  # none may linger on a slice the rollback frees
-        raise
-
-
-def wait_apps(names: list[str], timeout_s: float) -> None:
-    """Wait until the named applications are RUNNING; an app that failed or timed out raises."""
-    deadline = time.monotonic() + timeout_s
-    pending = set(names)
-    while pending:
-        apps = serve.status().applications
-        for n in list(pending):
-            st = apps.get(n)
-            if st is None:
-                continue
-            if st.status == "RUNNING":
-                pending.discard(n)
-            elif st.status in ("DEPLOY_FAILED", "UNHEALTHY"):
-                raise RuntimeError(f"replica {n} failed to start: {st.message or st.status}")
-        if pending and time.monotonic() > deadline:
-            raise TimeoutError(f"replicas not running after {timeout_s:.0f}s: {sorted(pending)}")
-        if pending:
-            time.sleep(0.2)
-
-
-def stop_replicas(names: list[str], timeout_s: float = 60.0) -> None:
-    """Delete replica applications (in parallel) and wait until they are gone."""
-    for n in names:
-        serve.delete(n, _blocking=False)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        apps = serve.status().applications
-        if not any(n in apps for n in names):
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"replicas still present after {timeout_s:.0f}s: {names}")
