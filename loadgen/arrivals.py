@@ -22,7 +22,7 @@ import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from loadgen.errors import LoadgenInputError
@@ -51,13 +51,13 @@ class RateTrace:
             raise ValueError("a periodic RateTrace's starts must lie inside its period")
 
     @classmethod
-    def constant(cls, rate_rps: float) -> "RateTrace":
+    def constant(cls, rate_rps: float) -> RateTrace:
         if not (math.isfinite(rate_rps) and rate_rps > 0):
             raise LoadgenInputError(f"--rate must be a positive number of requests/s, got {rate_rps}")
         return cls((0.0,), (float(rate_rps),))
 
     @classmethod
-    def from_timestamps(cls, times_s: Sequence[float], bin_s: float = 1.0, block_s: float = 60.0) -> "RateTrace":
+    def from_timestamps(cls, times_s: Sequence[float], bin_s: float = 1.0, block_s: float = 60.0) -> RateTrace:
         """The request rate behind sorted arrival times, per `bin_s`, repeating after the span.
 
         A raw count per second is the rate plus Poisson noise; replaying the counts as rates
@@ -87,7 +87,7 @@ class RateTrace:
 
     @classmethod
     def diurnal(cls, peak_to_trough: float, peak_at_s: float = 0.0, day_s: float = DAY_S,
-                step_s: float = 300.0) -> "RateTrace":
+                step_s: float = 300.0) -> RateTrace:
         """A mean-1 daily envelope `1 + a·cos(2π(t − peak_at_s)/day_s)`, a = (k−1)/(k+1).
 
         `peak_to_trough` k is the ratio of the busiest to the quietest moment of the day (web
@@ -107,7 +107,7 @@ class RateTrace:
             rates.append(1.0 + a * (math.sin(omega * hi) - math.sin(omega * lo)) / (omega * step))
         return cls(tuple(i * step for i in range(n)), tuple(rates), day_s)
 
-    def scaled(self, rate: float = 1.0, time: float = 1.0) -> "RateTrace":
+    def scaled(self, rate: float = 1.0, time: float = 1.0) -> RateTrace:
         """Rates × `rate`; time axis × `time` (rates kept: `time=0.5` plays the trace twice as fast
         at the same rate, so it holds half the requests). Independent, so one can fit a trace's
         length and its load separately."""
@@ -116,7 +116,7 @@ class RateTrace:
         return RateTrace(tuple(s * time for s in self.starts), tuple(r * rate for r in self.rates),
                          None if self.period_s is None else self.period_s * time)
 
-    def modulated(self, envelope: "RateTrace", duration_s: float) -> "RateTrace":
+    def modulated(self, envelope: RateTrace, duration_s: float) -> RateTrace:
         """This trace × `envelope` pointwise over [0, duration_s) (the product's last piece then holds)."""
         bounds = sorted({s for s, _, _ in self.segments(duration_s)} | {s for s, _, _ in envelope.segments(duration_s)})
         mine, env = self.segments(duration_s), envelope.segments(duration_s)
@@ -163,6 +163,13 @@ class RateTrace:
     def peak_rate(self, duration_s: float, block_s: float = 60.0) -> float:
         """The highest mean rate of any `block_s` block (default: the busiest minute)."""
         return max(self.binned(block_s, duration_s))
+
+    def with_peak(self, peak_rps: float, duration_s: float, block_s: float = 60.0) -> RateTrace:
+        """Scaled in rate so that its busiest `block_s` block within `duration_s` runs at `peak_rps`."""
+        peak = self.peak_rate(duration_s, block_s)
+        if peak <= 0:
+            raise ValueError("the trace sends no request in this duration")
+        return self.scaled(rate=peak_rps / peak)
 
 
 def poisson_arrivals(trace: RateTrace, duration_s: float, rng: random.Random) -> Iterator[float]:
@@ -232,7 +239,7 @@ def _timestamps(rows: Iterator[list[str]], source: str) -> list[float]:
         except ValueError:
             try:
                 when = datetime.fromisoformat(cell.replace("Z", "+00:00"))
-                when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+                when = when if when.tzinfo else when.replace(tzinfo=UTC)
             except ValueError:
                 raise LoadgenInputError(f"{source}: line {lineno}: TIMESTAMP must be a date-time like "
                                         f"2023-11-16 18:15:46.68 or a number of seconds, got {cell!r}") from None
