@@ -99,5 +99,8 @@ def test_load_history_uses_the_previous_day_for_the_trend():
     assert fc.trend == pytest.approx(2.0)  # yesterday step 2 / step 1 = 4 / 2
     assert fc.mean_rps == pytest.approx(4.0)
     assert fc.ahead_rps == pytest.approx((8.0,))
-    no_season = LoadHistory(counts[:30], 1.0, 10.0, 10.0, ForecastParams(block_s=5.0, peak_window_s=5.0), 4)
-    assert no_season.forecast(2).trend == 1.0
+    params = ForecastParams(block_s=5.0, peak_window_s=5.0)
+    # no day yet: the last step against the one before (4 / 2), capped at x2; one step: no trend
+    assert LoadHistory(counts[:30], 1.0, 10.0, 10.0, params, 4).forecast(2).trend == pytest.approx(2.0)
+    assert LoadHistory(np.repeat([1.0, 8.0], 10), 1.0, 10.0, 10.0, params, 4).forecast(2).trend == 2.0
+    assert LoadHistory(counts[:10], 1.0, 10.0, 10.0, params, 4).forecast(2).trend == 1.0

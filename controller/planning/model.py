@@ -3,10 +3,11 @@
 One *column* is (GPU type, slice size, variant, max batch): a replica of that variant on a
 slice of that size. Under the performance model a column has
 - `rmax_rps`: the largest Poisson rate with predicted p95 ≤ SLA (controller/planning/queueing.py),
-- `energy_j_per_req`: busy power × S(B)/B, the dynamic energy per request at full batches,
-  so a replica at rate r adds r·energy_j_per_req watts above idle (linear in its traffic:
-  the MILP's model; `predict(..., partial_batches=True)` charges the batches that actually
-  form at the replica's rate, controller/planning/queueing.py),
+- `energy_j_per_req`: the dynamic energy per request of a replica loaded to `rmax_rps`, with
+  the batches that form there (queueing.energy_per_request_j), so a replica at rate r adds
+  r·energy_j_per_req watts above idle: linear in its traffic, the MILP's model. It is exact at
+  rmax (where the MILP loads replicas) and optimistic below it (batches fill less);
+  `predict(..., partial_batches=True)` charges the batches of each replica's actual rate,
 - the variant's accuracy.
 A GPU always draws its idle power (a GPU cannot be switched off from here; an empty GPU is
 "powered down to idle"). Everything here is pure: no I/O.
@@ -62,6 +63,9 @@ class PlanningProblem:
     # Expected mean rate when `rate_rps` is sized above it for bursts (None: the same). Capacity
     # and the SLA are planned for `rate_rps`; the objective counts the mean traffic.
     mean_rate_rps: float | None = None
+    # Traffic the objective is normalised to (Base's power, the weight of accuracy) so that the
+    # steps of a varying load add up to the run's objective; None: this step's own mean rate.
+    reference_rate_rps: float | None = None
     reconfig: ReconfigCost = field(default_factory=ReconfigCost)
 
     def __post_init__(self) -> None:
@@ -117,10 +121,10 @@ def service_times(perf, key: str, gpu_type: str, slices: int, batch: int) -> tup
 def make_column(perf, gpu_type: str, slices: int, variant, batch: int, sla_ms: float) -> Column:
     profile, _ = slice_profiles(gpu_type)[slices]
     s = service_times(perf, variant.profile_key, gpu_type, slices, batch)
-    energy = perf.busy_power_w(variant.profile_key, gpu_type, slices, batch) * s[-1] / 1000.0 / batch
     busy = tuple(perf.busy_power_w(variant.profile_key, gpu_type, slices, b) for b in range(1, batch + 1))
-    return Column(gpu_type, slices, profile, variant.name, batch, variant.accuracy,
-                  max_rate_rps(s, sla_ms), energy, s, busy)
+    rmax = max_rate_rps(s, sla_ms)
+    energy = energy_per_request_j(rmax, s, busy, exact=True)
+    return Column(gpu_type, slices, profile, variant.name, batch, variant.accuracy, rmax, energy, s, busy)
 
 
 def columns(problem: PlanningProblem, gpu_type: str) -> list[Column]:
@@ -217,10 +221,12 @@ def base_power_w(problem: PlanningProblem) -> float:
 
 
 def served_objective(problem: PlanningProblem, carbon_intensity: float | None = None) -> Objective:
-    """Clover's objective of an hour of the expected (mean) traffic, Base at the same traffic."""
+    """Clover's objective of an hour of the expected (mean) traffic, Base at the reference traffic."""
     ci = problem.carbon_intensity if carbon_intensity is None else carbon_intensity
-    at_mean = problem if problem.mean_rate_rps is None else problem.with_(rate_rps=problem.mean_rps)
-    return Objective(problem.lam, base_power_w(at_mean), problem.service.base.accuracy, ci, problem.pue)
+    ref = problem.reference_rate_rps or problem.mean_rps
+    at_ref = problem if ref == problem.rate_rps else problem.with_(rate_rps=ref)
+    return Objective(problem.lam, base_power_w(at_ref), problem.service.base.accuracy, ci, problem.pue,
+                     accuracy_weight=problem.mean_rps / ref)
 
 
 def objective_for(problem: PlanningProblem, carbon_intensity: float | None = None) -> Objective:

@@ -168,33 +168,38 @@ def max_rate_rps(service_ms: Sequence[float], sla_ms: float, rel_tol: float = 2e
 _ENERGY_GRID = 33  # utilisation points per replica type; e(ρ) is smooth, interpolation error < 0.5 %
 
 
+def _energy_at(lam: float, s: np.ndarray, batch_j: np.ndarray) -> float:
+    pi, b_of, _ = _embedded_chain(lam, s, _state_bound(tuple(s), 40.0 * s[-1]))
+    return float(pi @ batch_j[b_of - 1]) / float(pi @ b_of)
+
+
 @lru_cache(maxsize=4096)
 def _energy_grid(service_ms: tuple[float, ...], busy_w: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Energy per request (J) at utilisations ρ = λ·S(B)/B on a grid over [0, 1)."""
     s = np.asarray(service_ms, dtype=float)
-    big_b = len(s)
     batch_j = np.asarray(busy_w, dtype=float) * s / 1000.0  # energy of one batch of b
     rho = np.linspace(0.0, 0.995, _ENERGY_GRID)
-    out = np.empty(_ENERGY_GRID)
-    out[0] = batch_j[0]  # alone in its batch
-    for i, r in enumerate(rho[1:], start=1):
-        lam = r * big_b / s[-1]
-        pi, b_of, _ = _embedded_chain(lam, s, _state_bound(service_ms, 40.0 * s[-1]))
-        out[i] = float(pi @ batch_j[b_of - 1]) / float(pi @ b_of)
+    out = np.array([batch_j[0], *(_energy_at(r * len(s) / s[-1], s, batch_j) for r in rho[1:])])
     return rho, out
 
 
-def energy_per_request_j(rate_rps: float, service_ms: Sequence[float], busy_w: Sequence[float]) -> float:
+def energy_per_request_j(rate_rps: float, service_ms: Sequence[float], busy_w: Sequence[float],
+                         exact: bool = False) -> float:
     """Busy energy per request (J) of a replica at `rate_rps` under greedy batching.
 
     `busy_w[b-1]` = busy power while a batch of b runs. Each completion of the embedded chain
     above serves one batch, so energy/request = E[P(b)·S(b)] / E[b] over the stationary batch
     sizes: between P(1)·S(1) when requests come alone and P(B)·S(B)/B at full batches. Using
     the full-batch value at every rate understates the dynamic energy at partial load by up to
-    50 % (docs/planner.md); the replay simulator agrees with this one within 1 %.
+    a factor 4 (docs/planner.md); the replay simulator agrees with this one within 1 %.
+    Interpolated on a per-replica-type grid of utilisations unless `exact` (one chain solve).
     """
     service, power = tuple(float(x) for x in service_ms), tuple(float(x) for x in busy_w)
     if len(service) == 1:
         return power[0] * service[0] / 1000.0
-    rho, e = _energy_grid(service, power)
-    return float(np.interp(rate_rps * service[-1] / 1000.0 / len(service), rho, e))
+    s = np.asarray(service)
+    rho = rate_rps * service[-1] / 1000.0 / len(service)
+    if exact and 0.0 < rho < 0.995:
+        return _energy_at(rate_rps / 1000.0, s, np.asarray(power) * s / 1000.0)
+    grid, e = _energy_grid(service, power)
+    return float(np.interp(rho, grid, e))

@@ -32,6 +32,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 import numpy as np
 
@@ -52,6 +53,7 @@ from controller.planning.policies.interface import (
     TrialResult,
 )
 from controller.planning.switching import load_power_w, serving_subset, transition_seconds
+from loadgen.arrivals import RateTrace
 
 STRATA = (0.5, 0.75, 0.9, 0.97)  # rank fractions splitting a varying segment's chunks into strata
 
@@ -146,7 +148,9 @@ class Replay:
 
     def __init__(self, problem: PlanningProblem, trace_values: list[float], policy: Policy, config: SimConfig,
                  load: np.ndarray | None = None) -> None:
-        self.problem = problem
+        # with a varying load every step is normalised to the configured (mean) rate, so that the
+        # steps' objectives add up to the run's
+        self.problem = problem if load is None else problem.with_(reference_rate_rps=problem.rate_rps)
         self.trace = list(trace_values)
         self.policy = policy
         self.cfg = config
@@ -388,6 +392,33 @@ class PolicyRun:
     summary: dict
     plans: list[Plan]  # the plan decided at the start of each step
     timeline: list[tuple[float, Plan]]  # (time s, plan) of every deployment, re-plans within a step included
+
+
+def time_scaled_config(time_scale: float = 1.0, step_s: float = 3600.0, **kwargs) -> SimConfig:
+    """Replay settings for a rate trace played `time_scale` times slower (<1: faster) and steps of
+    `step_s`: the forecast's time constants (block, peak window, history) scale with the trace,
+    so a compressed day is forecast like a real one; bands are checked six times a step."""
+    if not (time_scale > 0 and step_s > 0):
+        raise ValueError("the time scale and the step must be positive")
+    params = ForecastParams(block_s=60.0 * time_scale, peak_window_s=600.0 * time_scale)
+    bin_s = step_s / math.ceil(step_s / min(1.0, step_s / 50.0, time_scale))  # divides a step
+    return SimConfig(step_s=step_s, check_s=step_s / 6.0, bin_s=bin_s, history_s=max(3600.0 * time_scale, step_s),
+                     forecast=params, **kwargs)
+
+
+def traffic(shape: RateTrace, start: datetime, busiest_rps: float, steps: int, config: SimConfig,
+            diurnal: float | None = None, peak_hour: float = 14.0, stride: int = 1, minute_s: float = 60.0) -> np.ndarray:
+    """Expected rate per `config.bin_s` over a replay of `steps` steps: `shape` (looping), times a
+    daily envelope whose busiest moment is `diurnal` x its quietest, peaking at `peak_hour` on the
+    carbon trace's clock (`start` = its first row; a step stands for `stride` hours), scaled so
+    its busiest `minute_s` runs at `busiest_rps`."""
+    duration = steps * config.step_s
+    if diurnal:
+        per_hour = config.step_s / stride  # simulated seconds per hour of the carbon trace
+        since_midnight_h = start.hour + start.minute / 60.0
+        day_s, peak_at_s = 24 * per_hour, ((peak_hour - since_midnight_h) % 24) * per_hour
+        shape = shape.modulated(RateTrace.diurnal(diurnal, peak_at_s, day_s, step_s=day_s / 288), duration)
+    return np.asarray(shape.with_peak(busiest_rps, duration, minute_s).binned(config.bin_s, duration))
 
 
 def default_rate_rps(service, gpus, perf, fraction: float = 0.5) -> float:

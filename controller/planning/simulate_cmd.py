@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 from pathlib import Path
 
 SPEC = re.compile(r"^\s*(\d+)\s*x\s*([A-Za-z0-9._-]+)\s*$")
 DEFAULT_POLICIES = "base,clover-sa,ours"
-DAY_H = 24
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     from controller.planning.model import PlanningProblem, ReconfigCost, base_p95_ms
     from controller.planning.planner import InfeasibleError
     from controller.planning.policies import POLICIES
-    from controller.planning.replay import SimConfig, default_rate_rps, run_policies
+    from controller.planning.replay import default_rate_rps, run_policies, time_scaled_config, traffic
+    from loadgen.arrivals import load_rate_trace
     from loadgen.errors import LoadgenInputError
     from models.performance import PerformanceModel
 
@@ -99,15 +98,17 @@ def run(args: argparse.Namespace) -> int:
             raise KeyError(f"unknown policy {', '.join(unknown)}; known: {', '.join(POLICIES)}")
         batches = tuple(int(b) for b in args.batch_sizes.split(","))
         perf = PerformanceModel.default()
-        if args.step_s <= 0 or args.stride < 1:
-            raise ValueError("--step-s must be positive and --stride at least 1")
+        if args.step_s <= 0 or args.stride < 1 or args.time_scale <= 0:
+            raise ValueError("--step-s and --time-scale must be positive and --stride at least 1")
         rows = trace.values[:: args.stride]
         values = list(rows[: args.hours] if args.hours else rows)
         rate = args.rate if args.rate is not None else default_rate_rps(service, gpus, perf)
-        config = sim_config(args)
+        config = time_scaled_config(args.time_scale, args.step_s, window_s=args.window_s, seed=args.seed)
         load = None
         if args.rate_trace:
-            load = load_profile(args, trace.times[0], rate, len(values) * args.step_s, config.bin_s)
+            shape = load_rate_trace(args.rate_trace, time_scale=args.time_scale)
+            load = traffic(shape, trace.times[0], rate, len(values), config, args.diurnal, args.diurnal_peak_hour,
+                           args.stride, minute_s=60.0 * args.time_scale)
         mean = rate if load is None else float(load.mean())
         sla = args.sla_ms if args.sla_ms is not None else base_p95_ms(service, gpus, perf, mean)
         if sla == float("inf"):
@@ -168,36 +169,3 @@ def run(args: argparse.Namespace) -> int:
         for path in plot_runs(args.plot, values, runs, plan_label, step_rates, args.step_s):
             console.print(f"wrote {path}")
     return 0
-
-
-def sim_config(args: argparse.Namespace):
-    """The replay settings; with a time-scaled rate trace the forecast's time constants (block,
-    peak window, history) scale with it, so a compressed day is forecast like a real one."""
-    from controller.planning.load_forecast import ForecastParams
-    from controller.planning.replay import SimConfig
-
-    k = args.time_scale
-    if not (k > 0 and args.step_s > 0):
-        raise ValueError("--time-scale and --step-s must be positive")
-    params = ForecastParams(block_s=60.0 * k, peak_window_s=600.0 * k)
-    bin_s = args.step_s / math.ceil(args.step_s / min(1.0, args.step_s / 50.0, k))  # divides a step
-    return SimConfig(window_s=args.window_s, seed=args.seed, step_s=args.step_s, check_s=args.step_s / 6.0,
-                     bin_s=bin_s, history_s=max(3600.0 * k, args.step_s), forecast=params)
-
-
-def load_profile(args: argparse.Namespace, start, busiest_rps: float, duration_s: float, bin_s: float):
-    """Expected rate per `bin_s` over the replay: the rate trace time-scaled, times the diurnal
-    envelope (peaking at --diurnal-peak-hour of the carbon trace's clock) when asked, scaled so
-    its busiest minute runs at `busiest_rps`."""
-    import numpy as np
-
-    from loadgen.arrivals import RateTrace, load_rate_trace
-
-    trace = load_rate_trace(args.rate_trace, time_scale=args.time_scale)
-    if args.diurnal:
-        per_hour = args.step_s / args.stride  # simulated seconds per hour of the carbon trace
-        since_midnight_h = start.hour + start.minute / 60.0
-        day_s, peak_at_s = DAY_H * per_hour, ((args.diurnal_peak_hour - since_midnight_h) % DAY_H) * per_hour
-        trace = trace.modulated(RateTrace.diurnal(args.diurnal, peak_at_s, day_s, step_s=day_s / 288), duration_s)
-    minute = 60.0 * args.time_scale
-    return np.asarray(trace.with_peak(busiest_rps, duration_s, minute).binned(bin_s, duration_s))

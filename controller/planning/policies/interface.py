@@ -46,8 +46,10 @@ class LoadHistory:
     season_steps: int = 24  # steps per season (a day of hourly steps), for the same-hour pattern
 
     def forecast(self, horizon: int) -> RateForecast:
-        """The rate forecast now, with the same-hour pattern of the previous season when it is
-        known for the step that just ended and the `horizon` steps ahead."""
+        """The rate forecast now. The trend comes from the same steps of the previous season
+        (yesterday) when they are known for the step that just ended and the `horizon` steps
+        ahead; before that from the last two steps (the step that ended against the one before,
+        at most x2 either way), which is what a steady daily swing looks like an hour at a time."""
         bins = max(1, round(self.window_s / self.bin_s))
         step = max(1, round(self.step_s / self.bin_s))
         now = len(self.counts)
@@ -59,6 +61,10 @@ class LoadHistory:
                 if a + step > now:
                     break
                 season.append(float(self.counts[a:a + step].sum()) / self.step_s)
+        elif now >= 2 * step:
+            last, before = float(self.counts[now - step:].sum()), float(self.counts[now - 2 * step:now - step].sum())
+            if before > 0 and last > 0:
+                season = [1.0, min(2.0, max(0.5, last / before))]
         return forecast(self.counts[-bins:].tolist(), self.bin_s, self.params, season)
 
 
