@@ -14,8 +14,8 @@ all the time; loading a new replica draws its batch-1 busy power for `model_load
 Speed: a steady segment is represented by samples whose requests and busy energy are scaled
 to the expected requests of the segment (a ratio estimator). At a constant rate that is one window of `warmup_s + window_s` (the warm-up is
 discarded); when the rate varies, the segment is cut into `chunk_s` chunks ranked by expected
-requests, split into strata (the busiest 3 %, the next 7 %, 15 %, 25 %, and the quietest half),
-and one random chunk per stratum is simulated after its own warm-up, standing for the
+requests, split into strata (for an hour: the busiest 3 %, the next 7 %, 15 %, 25 %, and the
+quietest half; fewer for shorter segments), and one random chunk per stratum is simulated after its own warm-up, standing for the
 requests of its stratum (stratified sampling: the bursts are always looked at).
 Trials and transitions are simulated in full. 49 h × 2 GPUs replays in seconds per policy.
 
@@ -55,7 +55,9 @@ from controller.planning.policies.interface import (
 from controller.planning.switching import load_power_w, serving_subset, transition_seconds
 from loadgen.arrivals import RateTrace
 
-STRATA = (0.5, 0.75, 0.9, 0.97)  # rank fractions splitting a varying segment's chunks into strata
+# rank fractions splitting a varying segment's chunks into strata, by number of strata (one per
+# 12 minutes of segment, 2 to 5): the busiest chunks always get a stratum of their own
+STRATA = {2: (0.9,), 3: (0.5, 0.9), 4: (0.5, 0.75, 0.9), 5: (0.5, 0.75, 0.9, 0.97)}
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class SimConfig:
     forecast_h: int = 6
     seed: int = 0
     step_s: float = 3600.0  # simulated seconds per row of the carbon trace
-    check_s: float = 600.0  # how often the band of load-aware policies is checked within a step
+    check_s: float = 900.0  # how often the band of load-aware policies is checked within a step
     chunk_s: float = 10.0  # chunk length when the rate varies within a segment
     bin_s: float = 1.0  # resolution of the load profile and of the counts policies see
     history_s: float = 3600.0  # how far back load-aware policies look
@@ -154,7 +156,6 @@ class Replay:
         self.trace = list(trace_values)
         self.policy = policy
         self.cfg = config
-        self.rng = np.random.default_rng(config.seed)
         self.tally = Tally()
         self.deployed: Plan | None = None
         self.reconfigurations = 0
@@ -176,16 +177,22 @@ class Replay:
         self._step_end = 0.0
 
     # -- load ----------------------------------------------------------------------------
-    def _arrivals(self, a: float, b: float) -> np.ndarray:
+    def _rng(self, *at: float) -> np.random.Generator:
+        """Random numbers tied to a time (and length), not to the order of draws: every policy
+        meets the same arrivals, routing draws and samples wherever its timeline coincides with
+        another's (common random numbers), so their differences are the plans', not noise."""
+        return np.random.default_rng([self.cfg.seed, *(round(x * 1000.0) % 2**63 for x in at)])
+
+    def _arrivals(self, a: float, b: float, rng: np.random.Generator) -> np.ndarray:
         """Sorted arrival times (s) in [a, b) of a Poisson process following the profile."""
         w = self.cfg.bin_s
         first, last = math.floor(a / w), math.ceil(b / w)
         idx = np.arange(first, last)
         lo, hi = np.maximum(idx * w, a), np.minimum((idx + 1) * w, b)
         rate = self.rates[np.clip(idx, 0, len(self.rates) - 1)]
-        n = self.rng.poisson(rate * np.maximum(hi - lo, 0.0))
+        n = rng.poisson(rate * np.maximum(hi - lo, 0.0))
         starts, spans = np.repeat(lo, n), np.repeat(hi - lo, n)
-        return np.sort(starts + self.rng.uniform(0.0, 1.0, len(starts)) * spans)
+        return np.sort(starts + rng.uniform(0.0, 1.0, len(starts)) * spans)
 
     def _expected(self, a: float, b: float) -> float:
         """Expected requests of the profile in [a, b)."""
@@ -209,12 +216,14 @@ class Replay:
         per = max(1, round(cfg.chunk_s / w))
         expected = np.add.reduceat(np.resize(rates, n * per), np.arange(0, n * per, per)) * w
         order = np.argsort(expected, kind="stable")
-        bounds = [0, *sorted({round(f * n) for f in STRATA}), n]
+        fractions = STRATA[min(5, max(2, round(seconds / 720.0)))]
+        bounds = [0, *sorted({round(f * n) for f in fractions}), n]
         stretch = self._expected(t0, t0 + seconds) / max(float(expected.sum()), 1e-12)  # the remainder
+        rng = self._rng(t0, seconds)
         out = []
         for a, b in itertools.pairwise(bounds):
             if b > a:
-                k = order[self.rng.integers(a, b)]
+                k = order[rng.integers(a, b)]
                 out.append((t0 + k * cfg.chunk_s, cfg.chunk_s, float(expected[order[a:b]].sum()) * stretch,
                             cfg.warmup_s))
         return out
@@ -251,14 +260,16 @@ class Replay:
         """Latencies (ms) and accuracies of the requests of [start, start + length) after a
         warm-up from an empty queue, and their busy energy (J)."""
         p = self.problem
-        arrivals_all = (self._arrivals(start - warm, start + length) - start) * 1000.0
+        rng = self._rng(start, length, warm)
+        arrivals_all = (self._arrivals(start - warm, start + length, rng) - start) * 1000.0
+        route = rng.uniform(0.0, 1.0, len(arrivals_all))
         reps = [] if plan is None else [(g, s) for g, s in plan.replicas() if s.share > 0]
         keep_all = arrivals_all >= 0
         if not reps:
             n = int(keep_all.sum())
             return np.full(n, math.inf), np.zeros(n), 0.0
-        shares = np.array([s.share for _, s in reps])
-        pick = self.rng.choice(len(reps), size=len(arrivals_all), p=shares / shares.sum())
+        shares = np.cumsum([s.share for _, s in reps])
+        pick = np.minimum(np.searchsorted(shares / shares[-1], route, side="right"), len(reps) - 1)
         lats, accs, busy = [], [], 0.0
         for k, (g, s) in enumerate(reps):
             arr = arrivals_all[pick == k]
@@ -397,12 +408,12 @@ class PolicyRun:
 def time_scaled_config(time_scale: float = 1.0, step_s: float = 3600.0, **kwargs) -> SimConfig:
     """Replay settings for a rate trace played `time_scale` times slower (<1: faster) and steps of
     `step_s`: the forecast's time constants (block, peak window, history) scale with the trace,
-    so a compressed day is forecast like a real one; bands are checked six times a step."""
+    so a compressed day is forecast like a real one; bands are checked four times a step."""
     if not (time_scale > 0 and step_s > 0):
         raise ValueError("the time scale and the step must be positive")
     params = ForecastParams(block_s=60.0 * time_scale, peak_window_s=600.0 * time_scale)
     bin_s = step_s / math.ceil(step_s / min(1.0, step_s / 50.0, time_scale))  # divides a step
-    return SimConfig(step_s=step_s, check_s=step_s / 6.0, bin_s=bin_s, history_s=max(3600.0 * time_scale, step_s),
+    return SimConfig(step_s=step_s, check_s=step_s / 4.0, bin_s=bin_s, history_s=max(3600.0 * time_scale, step_s),
                      forecast=params, **kwargs)
 
 
