@@ -87,9 +87,9 @@ def markdown(rows: list[dict], wall_s: float, quick: bool) -> str:
     head = ("| service | traffic | carbon | load | f hindsight / ours / myopic / mean / clover-sa / base | "
             "ours / hindsight | >SLA % base / ours / mean / sa | saving % ours / mean (ratio) | "
             "lost ours / myopic / sa | reconf MIG+swap ours / myopic / sa | goals |")
-    out = [f"Load bench{' (--quick)' if quick else ''}: {len(rows)} cases, {wall_s:.0f} s wall on this machine "
-           "(2×H100-80GB simulated, λ 0.1, diurnal 3x peaking 14:00, SLA = Base p95 at half capacity).", "",
-           head, "|" + "---|" * (head.count("|") - 1)]
+    title = (f"Load bench{' (--quick)' if quick else ''}: {len(rows)} cases, {wall_s:.0f} s wall on this machine "
+             "(2×H100-80GB simulated, λ 0.1, diurnal 3x peaking 14:00, SLA = Base p95 at half capacity).")
+    out = [title, "", head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         p = r["policies"]
         f = " / ".join(f"{p[n]['objective']:.4f}" for n in ("hindsight", "ours", "ours-myopic", "ours-mean", "clover-sa",

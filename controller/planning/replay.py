@@ -212,20 +212,24 @@ class Replay:
         if not self.varying or np.ptp(rates) <= 1e-9 * max(float(rates.max()), 1e-9):
             sim = min(seconds, cfg.window_s)
             return [(t0 + seconds - sim, sim, self._expected(t0, t0 + seconds), cfg.warmup_s)]
-        n = max(1, int(seconds // cfg.chunk_s))
-        per = max(1, round(cfg.chunk_s / w))
-        expected = np.add.reduceat(np.resize(rates, n * per), np.arange(0, n * per, per)) * w
+        # chunks on a grid of absolute time, picked by rank with draws tied to the step: segments
+        # that differ by a transition of a few seconds sample (nearly) the same chunks
+        c = cfg.chunk_s
+        first, last = math.ceil(t0 / c - 1e-9), math.floor((t0 + seconds) / c + 1e-9)
+        if last - first < 2:
+            return [(t0, seconds, None, 0.0)]
+        expected = np.array([self._expected(k * c, (k + 1) * c) for k in range(first, last)])
         order = np.argsort(expected, kind="stable")
+        n = len(expected)
         fractions = STRATA[min(5, max(2, round(seconds / 720.0)))]
         bounds = [0, *sorted({round(f * n) for f in fractions}), n]
-        stretch = self._expected(t0, t0 + seconds) / max(float(expected.sum()), 1e-12)  # the remainder
-        rng = self._rng(t0, seconds)
+        stretch = self._expected(t0, t0 + seconds) / max(float(expected.sum()), 1e-12)  # the partial chunks
+        draws = self._rng(math.floor(t0 / cfg.step_s), len(fractions)).uniform(size=len(bounds) - 1)
         out = []
-        for a, b in itertools.pairwise(bounds):
+        for (a, b), u in zip(itertools.pairwise(bounds), draws):
             if b > a:
-                k = order[rng.integers(a, b)]
-                out.append((t0 + k * cfg.chunk_s, cfg.chunk_s, float(expected[order[a:b]].sum()) * stretch,
-                            cfg.warmup_s))
+                k = first + order[a + int(u * (b - a))]
+                out.append((k * c, c, float(expected[order[a:b]].sum()) * stretch, cfg.warmup_s))
         return out
 
     # -- segments ------------------------------------------------------------------------
@@ -347,7 +351,7 @@ class Replay:
         mean_ci = float(np.mean(self.trace))
         prepare = getattr(self.policy, "prepare", None)  # duck-typed policies (tests) may lack the hooks
         if prepare:
-            prepare(TraceKnowledge(tuple(self.trace), self.rates, cfg.bin_s, cfg.step_s, cfg.forecast))
+            prepare(TraceKnowledge(tuple(self.trace), self.counts, cfg.bin_s, cfg.step_s, cfg.forecast))
         checks = getattr(self.policy, "load_aware", False) and self.varying
         for h, ci in enumerate(self.trace):
             self._step_energy, self._t, self._step_end = 0.0, h * cfg.step_s, (h + 1) * cfg.step_s

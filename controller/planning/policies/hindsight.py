@@ -1,9 +1,9 @@
 """Hindsight: the offline optimum with perfect knowledge of the whole carbon and load trace.
 
 Not an online policy: it is handed the future (`prepare`) and is the limit the online ones are
-measured against (`ours / hindsight` in every bench table). Each step is sized for exactly what
-its traffic needs: the request-weighted quantile of the step's true per-bin rates (the quantity
-`ours` has to forecast from past counts, load_forecast.py), capped at what the GPUs can serve.
+measured against (`ours / hindsight` in every bench table). Each step is sized by the same rule
+as `ours` (load_forecast.py) applied to the arrivals of that very step, known in advance instead
+of forecast from the past, and capped at what the GPUs can serve.
 The candidate plans are the exact optimum of every step; a dynamic programme over the steps
 (switching.best_schedule) picks the sequence with the best total objective, reconfiguration
 costs included, evaluating each plan with the energy of the batches that actually form. Limits:
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from controller.planning.load_forecast import weighted_quantile
+from controller.planning.load_forecast import forecast
 from controller.planning.model import PlanningProblem, max_capacity_rps, predict, reroute
 from controller.planning.plan import Plan, plan_changed
 from controller.planning.planner import solve_exact
@@ -45,14 +45,14 @@ class HindsightPolicy(Policy):
 
 
 def step_needs(problem: PlanningProblem, k: TraceKnowledge) -> list[tuple[float, float]]:
-    """(rate to size for, mean rate) of each step, known exactly."""
+    """(rate to size for, mean rate) of each step, from its own arrivals."""
     per = max(1, round(k.step_s / k.bin_s))
     cap = max_capacity_rps(problem) * (1.0 - CAPACITY_MARGIN)
     out = []
     for h in range(len(k.carbon)):
-        rates = np.asarray(k.rates[h * per:(h + 1) * per], float)
-        need = min(weighted_quantile(rates.tolist(), rates.tolist(), k.params.quantile), cap)
-        out.append((need, min(float(rates.mean()), need)))
+        fc = forecast(k.counts[h * per:(h + 1) * per].tolist(), k.bin_s, k.params)
+        need = min(fc.plan_rps, cap)
+        out.append((need, min(fc.mean_rps, need)))
     return out
 
 

@@ -70,11 +70,11 @@ class LoadHistory:
 
 @dataclass(frozen=True)
 class TraceKnowledge:
-    """The whole future of a replay (for `hindsight` only): carbon per step and the expected
-    request rate per `bin_s`."""
+    """The whole future of a replay (for `hindsight` only): carbon per step and the requests that
+    will be counted per `bin_s` (what a load-aware policy sees only once they have happened)."""
 
     carbon: tuple[float, ...]
-    rates: np.ndarray
+    counts: np.ndarray
     bin_s: float
     step_s: float
     params: ForecastParams
