@@ -172,7 +172,8 @@ class Replay:
             raise ValueError(f"the load profile covers {len(self.rates)} bins, the replay needs {n_bins}")
         # what a live loop would have counted: an independent draw from the same profile
         self.counts = np.random.default_rng(config.seed + 1).poisson(self.rates * config.bin_s)
-        self._t = 0.0
+        self._t = 0.0  # how far the simulation has got
+        self._now = 0.0  # the decision clock (band checks look ahead of the simulation)
         self._step_energy = 0.0
         self._step_end = 0.0
 
@@ -317,7 +318,7 @@ class Replay:
         if not self.varying:
             return None
         cfg = self.cfg
-        now = max(round(self._t / cfg.bin_s), round(cfg.step_s / cfg.bin_s))
+        now = max(round(self._now / cfg.bin_s), round(cfg.step_s / cfg.bin_s))
         return LoadHistory(self.counts[:now], cfg.bin_s, cfg.step_s, max(cfg.history_s, cfg.step_s), cfg.forecast)
 
     def _decide(self, h: int, ci: float, mean_ci: float) -> Plan:
@@ -355,14 +356,20 @@ class Replay:
         checks = getattr(self.policy, "load_aware", False) and self.varying
         for h, ci in enumerate(self.trace):
             self._step_energy, self._t, self._step_end = 0.0, h * cfg.step_s, (h + 1) * cfg.step_s
+            self._now = self._t
             plan = self._decide(h, ci, mean_ci)
             self._switch(plan)
             self.plans.append(plan)
-            while checks and self._t + cfg.check_s < self._step_end - 1e-9:
-                next_check = (math.floor(self._t / cfg.check_s + 1e-9) + 1) * cfg.check_s
-                self._segment(self.deployed, next_check - self._t)
-                if self._band_exit():
-                    self._switch(self._decide(h, ci, mean_ci))
+            for k in range(1, math.ceil(cfg.step_s / cfg.check_s - 1e-9) if checks else 0):
+                self._now = h * cfg.step_s + k * cfg.check_s
+                if self._now <= self._t or not self._band_exit():
+                    continue
+                plan = self._decide(h, ci, mean_ci)
+                if same_serving(self.deployed, plan):  # only the sized rate moved: nothing to simulate
+                    self.deployed = plan
+                    continue
+                self._segment(self.deployed, self._now - self._t)
+                self._switch(plan)
             self._segment(self.deployed, max(self._step_end - self._t, 0.0))
             c = carbon_g(self._step_energy, ci, p.pue)
             self.tally.energy_j += self._step_energy
@@ -390,6 +397,14 @@ class Replay:
             "solve_ms_p50": float(np.median(self.solve_ms)) if self.solve_ms else 0.0,
             "hourly_carbon_g": [float(c) for c in t.hourly_carbon],
         }
+
+
+def same_serving(a: Plan | None, b: Plan) -> bool:
+    """The same replicas with the same shares (a re-plan that only moved the sized rate)."""
+    if a is None or diff_plans(a, b):
+        return False
+    shares = {(g.gpu_id, s.placement): s.share for g, s in a.replicas()}
+    return all(abs(shares.get((g.gpu_id, s.placement), -1.0) - s.share) <= 1e-9 for g, s in b.replicas())
 
 
 def compare_to_base(results: dict[str, dict], base: dict, lam: float) -> None:
