@@ -117,11 +117,13 @@ def plot(rows: list[dict], path: Path) -> None:
     labels = [f"{r['service'][:4]} {r['pattern']} {r['carbon'].split('_')[1][:7]} {int(100 * r['level'])}%" for r in rows]
     x = range(len(rows))
     fig, (ax_f, ax_s) = plt.subplots(2, 1, figsize=(max(10, 0.45 * len(rows) + 3), 8), sharex=True)
-    for name, marker in (("ours", "o"), ("ours-myopic", "s"), ("ours-mean", "^"), ("clover-sa", "x"), ("base", "v")):
+    styles = (("ours", "o", "C0"), ("ours-myopic", "s", "C1"), ("ours-mean", "^", "C2"), ("clover-sa", "x", "C3"),
+              ("base", "v", "C4"))
+    for name, marker, color in styles:
         ax_f.plot(x, [_ratio(r["policies"][name]["objective"], r["policies"]["hindsight"]["objective"]) for r in rows],
-                  marker, label=name)
+                  marker, color=color, label=name)
         if name != "ours-myopic":
-            ax_s.plot(x, [r["policies"][name]["over_sla_pct"] for r in rows], marker, label=name)
+            ax_s.plot(x, [r["policies"][name]["over_sla_pct"] for r in rows], marker, color=color, label=name)
     ax_f.axhline(1.0, color="black", lw=0.8)
     ax_f.axhline(0.95, color="grey", ls="--", lw=0.8, label="95 % of hindsight")
     ax_f.set_ylim(-0.5, 1.3)
@@ -129,6 +131,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax_f.set_title("objective relative to the offline optimum (hindsight = 1)")
     ax_f.legend(fontsize=8, ncol=3)
     ax_s.set_yscale("symlog", linthresh=1.0)
+    ax_s.set_ylim(bottom=0.0)
     ax_s.set_ylabel("requests over the SLA (%)")
     ax_s.set_title("share of requests over the p95 SLA")
     ax_s.set_xticks(list(x), labels, rotation=70, fontsize=7)
