@@ -53,7 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rate = parser.add_mutually_exclusive_group(required=True)
     rate.add_argument("--rate", type=_positive(float), metavar="R", help="constant mean request rate (requests/s)")
     rate.add_argument("--rate-trace", metavar="FILE",
-                      help="CSV 't_s,rate_rps' (first row t_s=0): piecewise-constant rate; the last rate holds to the end")
+                      help="CSV 't_s,rate_rps' (first row t_s=0; the last rate holds to the end), or arrival times with a "
+                           "first column TIMESTAMP (looped), or a bundled name: azure_llm_2023_conv, azure_llm_2023_code")
+    parser.add_argument("--rate-scale", type=_positive(float), default=1.0, metavar="S",
+                        help="multiply the --rate-trace's rate by S (default: 1)")
+    parser.add_argument("--time-scale", type=_positive(float), default=1.0, metavar="K",
+                        help="stretch (K>1) or compress (K<1) the --rate-trace's time axis, rates kept (default: 1)")
     parser.add_argument("--duration", type=parse_duration, required=True, metavar="D",
                         help="how long to send: seconds, or with a unit (90s, 2m, 1h)")
     parser.add_argument("--service", default="yolo", type=service_name,
@@ -131,7 +136,8 @@ def _progress_callback(progress: Progress, task_id, duration_s: float):
 def run(args: argparse.Namespace) -> int:
     try:
         _check_url(args.url)
-        trace = load_rate_trace(args.rate_trace) if args.rate_trace else RateTrace.constant(args.rate)
+        trace = (load_rate_trace(args.rate_trace, args.rate_scale, args.time_scale) if args.rate_trace
+                 else RateTrace.constant(args.rate))
         service = load_services().get(args.service)
         payloads = load_payloads(service.input, args.payloads, args.seed)
         if args.json:

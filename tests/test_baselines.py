@@ -20,7 +20,8 @@ def _problem(service="yolo", variants=None, gpus=(("gpu0", "H100-80GB"), ("gpu1"
 
 
 def test_registry_knows_every_policy_and_rejects_others():
-    assert set(POLICIES) == {"base", "ours", "ours-myopic", "clover-sa", "rand", "oracle", "energy-only"}
+    assert set(POLICIES) == {"base", "ours", "ours-myopic", "ours-mean", "hindsight", "clover-sa", "rand", "oracle",
+                             "energy-only"}
     with pytest.raises(KeyError, match="known: base"):
         get_policy("greedy")
 

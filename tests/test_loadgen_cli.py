@@ -47,6 +47,21 @@ def test_rate_trace_and_user_images_with_progress(tmp_path, capsys):
     assert set(server.tally.content_types) == {"image/png"} and server.tally.bad_bodies == []
 
 
+def test_bundled_timestamp_trace_scaled_in_rate_and_time(tmp_path):
+    from loadgen.arrivals import load_rate_trace
+
+    out = tmp_path / "load.json"
+    with FakeInferServer([Action("ok", "b0")]) as server:
+        rc = main(["run", "--rate-trace", "azure_llm_2023_code", "--rate-scale", "4", "--time-scale", "0.05",
+                   "--duration", "2", "--service", "efficientnet", "--url", server.url, "--json", str(out),
+                   "--seed", "3", "--no-progress"])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    expected = load_rate_trace("azure_llm_2023_code", 4.0, 0.05).mean_rate(2.0)
+    assert doc["requested_rate_rps"] == pytest.approx(expected)
+    assert doc["sent"] == server.tally.received > 0
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

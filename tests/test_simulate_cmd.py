@@ -50,3 +50,32 @@ def test_heterogeneous_gpus_and_explicit_rate(tmp_path):
 def test_bad_input_is_a_clear_error(argv, message, capsys):
     assert main(["simulate", *argv]) == 2
     assert message in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_rate_trace_replays_carbon_and_load(tmp_path, capsys):
+    out = tmp_path / "sim.json"
+    rc = main(["simulate", "--service", "yolo", "--trace", "clover_ciso-sep_49h", "--gpus", "1xA100-40GB",
+               "--batch-sizes", "1", "--policy", "base,ours,ours-myopic,ours-mean,hindsight", "--hours", "6",
+               "--window-s", "20", "--rate-trace", "azure_llm_2023_conv", "--diurnal", "3", "--rate", "60",
+               "--json", str(out), "--plot", str(tmp_path / "plots")])
+    assert rc == 0
+    printed = capsys.readouterr().out.replace("\n", "")
+    assert "load azure_llm_2023_conv" in printed and "busiest minute 60.0 req/s" in printed
+    data = json.loads(out.read_text())
+    assert data["rate_trace"] == "azure_llm_2023_conv" and data["peak_rate_rps"] == 60
+    assert data["rate_rps"] < 60  # the mean of the load
+    f = {name: r["objective"] for name, r in data["policies"].items()}
+    over = {name: r["over_sla_pct"] for name, r in data["policies"].items()}
+    assert f["hindsight"] >= max(f["ours"], f["ours-myopic"]) and f["ours"] >= f["ours-myopic"]
+    assert over["ours"] < over["base"] and over["ours"] < over["ours-mean"]
+    for r in data["policies"].values():
+        assert {"layout_changes", "mig_ops", "swaps", "lost_requests"} <= set(r)
+    assert data["timeline"]["ours"][0][0] == 0.0
+    assert (tmp_path / "plots" / "carbon_config.png").stat().st_size > 10_000
+
+
+def test_bad_rate_trace_names_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "load.csv"
+    bad.write_text("TIMESTAMP\n2023-11-16 18:00:00\nlater\n")
+    assert main(["simulate", "--service", "yolo", "--trace", "clover_ciso-sep_49h", "--rate-trace", str(bad)]) == 2
+    assert f"{bad}: line 3: TIMESTAMP must be a date-time" in capsys.readouterr().err.replace("\n", "")

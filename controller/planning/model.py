@@ -3,8 +3,11 @@
 One *column* is (GPU type, slice size, variant, max batch): a replica of that variant on a
 slice of that size. Under the performance model a column has
 - `rmax_rps`: the largest Poisson rate with predicted p95 ≤ SLA (controller/planning/queueing.py),
-- `energy_j_per_req`: busy power × S(B)/B, the dynamic energy per request at full batches,
-  so a replica at rate r adds r·energy_j_per_req watts above idle (linear in its traffic),
+- `energy_j_per_req`: the dynamic energy per request of a replica loaded to `rmax_rps`, with
+  the batches that form there (queueing.energy_per_request_j), so a replica at rate r adds
+  r·energy_j_per_req watts above idle: linear in its traffic, the MILP's model. It is exact at
+  rmax (where the MILP loads replicas) and optimistic below it (batches fill less);
+  `predict(..., partial_batches=True)` charges the batches of each replica's actual rate,
 - the variant's accuracy.
 A GPU always draws its idle power (a GPU cannot be switched off from here; an empty GPU is
 "powered down to idle"). Everything here is pure: no I/O.
@@ -19,7 +22,7 @@ from configs.loader import load_gpu_catalog
 from configs.schema import Service
 from controller.planning.objective import DEFAULT_LAMBDA, REFERENCE_PUE, Objective
 from controller.planning.plan import GpuPlan, Plan, Prediction, SliceAssignment
-from controller.planning.queueing import max_rate_rps, p95_ms
+from controller.planning.queueing import energy_per_request_j, max_rate_rps, p95_ms
 from mig.placement import compute_slices_of, slice_multisets
 from mig.types import Layout
 
@@ -36,7 +39,8 @@ class ReconfigCost:
 
     mig_op_s: float = 2.0
     model_load_s: float = 10.0
-    horizon_h: int = 6  # forecast hours over which a switch must pay back
+    horizon_h: int = 6  # steps (hours in the replay) over which a switch must pay back; 0: always switch
+    step_s: float = 3600.0  # length of one forecast step
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,14 @@ class PlanningProblem:
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     variants: tuple[str, ...] | None = None  # variant names allowed (None: all of the service)
     current: Plan | None = None
-    forecast: tuple[float, ...] = ()  # carbon intensity of the next hours (reconfig-aware mode)
+    forecast: tuple[float, ...] = ()  # carbon intensity of the next steps (reconfig-aware mode)
+    rate_forecast: tuple[float, ...] = ()  # rate to size for in the next steps (missing: the rate persists)
+    # Expected mean rate when `rate_rps` is sized above it for bursts (None: the same). Capacity
+    # and the SLA are planned for `rate_rps`; the objective counts the mean traffic.
+    mean_rate_rps: float | None = None
+    # Traffic the objective is normalised to (Base's power, the weight of accuracy) so that the
+    # steps of a varying load add up to the run's objective; None: this step's own mean rate.
+    reference_rate_rps: float | None = None
     reconfig: ReconfigCost = field(default_factory=ReconfigCost)
 
     def __post_init__(self) -> None:
@@ -75,6 +86,10 @@ class PlanningProblem:
         names = self.variants or tuple(v.name for v in self.service.variants)
         return tuple(self.service.variant(n) for n in names)
 
+    @property
+    def mean_rps(self) -> float:
+        return self.rate_rps if self.mean_rate_rps is None else self.mean_rate_rps
+
     def with_(self, **changes) -> "PlanningProblem":
         return replace(self, **changes)
 
@@ -90,6 +105,7 @@ class Column:
     rmax_rps: float
     energy_j_per_req: float
     service_ms: tuple[float, ...]  # S(1..batch)
+    busy_w: tuple[float, ...] = ()  # busy power while a batch of 1..batch runs
 
 
 def slice_profiles(gpu_type: str) -> dict[int, tuple[str, float]]:
@@ -105,9 +121,10 @@ def service_times(perf, key: str, gpu_type: str, slices: int, batch: int) -> tup
 def make_column(perf, gpu_type: str, slices: int, variant, batch: int, sla_ms: float) -> Column:
     profile, _ = slice_profiles(gpu_type)[slices]
     s = service_times(perf, variant.profile_key, gpu_type, slices, batch)
-    energy = perf.busy_power_w(variant.profile_key, gpu_type, slices, batch) * s[-1] / 1000.0 / batch
-    return Column(gpu_type, slices, profile, variant.name, batch, variant.accuracy,
-                  max_rate_rps(s, sla_ms), energy, s)
+    busy = tuple(perf.busy_power_w(variant.profile_key, gpu_type, slices, b) for b in range(1, batch + 1))
+    rmax = max_rate_rps(s, sla_ms)
+    energy = energy_per_request_j(rmax, s, busy, exact=True)
+    return Column(gpu_type, slices, profile, variant.name, batch, variant.accuracy, rmax, energy, s, busy)
 
 
 def columns(problem: PlanningProblem, gpu_type: str) -> list[Column]:
@@ -136,6 +153,18 @@ def multisets(gpu_type: str) -> dict[tuple[int, ...], Layout]:
     Maximal layouts suffice: an unused slice costs nothing (idle power is per GPU), so any
     layout is dominated by a maximal one containing it."""
     return slice_multisets(gpu_type)
+
+
+def max_capacity_rps(problem: PlanningProblem) -> float:
+    """The most traffic any plan can serve within the SLA: on each GPU the layout whose slices'
+    best SLA capacities add up highest (0 if no column meets the SLA)."""
+    total = 0.0
+    for _, t in problem.gpus:
+        best: dict[int, float] = {}
+        for c in columns(problem, t):
+            best[c.slices] = max(best.get(c.slices, 0.0), c.rmax_rps)
+        total += max(sum(best.get(s, 0.0) for s in m) for m in multisets(t))
+    return total
 
 
 # ---- base configuration and the objective ---------------------------------------------
@@ -191,9 +220,21 @@ def base_power_w(problem: PlanningProblem) -> float:
     return idle + busy
 
 
+def served_objective(problem: PlanningProblem, carbon_intensity: float | None = None) -> Objective:
+    """Clover's objective of an hour of the expected (mean) traffic, Base at the reference traffic."""
+    ci = problem.carbon_intensity if carbon_intensity is None else carbon_intensity
+    ref = problem.reference_rate_rps or problem.mean_rps
+    at_ref = problem if ref == problem.rate_rps else problem.with_(rate_rps=ref)
+    return Objective(problem.lam, base_power_w(at_ref), problem.service.base.accuracy, ci, problem.pue,
+                     accuracy_weight=problem.mean_rps / ref)
+
+
 def objective_for(problem: PlanningProblem, carbon_intensity: float | None = None) -> Objective:
-    return Objective(problem.lam, base_power_w(problem), problem.service.base.accuracy,
-                     problem.carbon_intensity if carbon_intensity is None else carbon_intensity, problem.pue)
+    """The objective per unit of routed traffic, for the MILP and the routing LP: they route the
+    planned `rate_rps`, of which only mean/rate is real traffic, so its energy counts that share
+    (the same as the served objective when the two rates are equal)."""
+    obj = served_objective(problem, carbon_intensity)
+    return replace(obj, carbon_intensity=obj.carbon_intensity * problem.mean_rps / problem.rate_rps)
 
 
 # ---- evaluating and routing a fixed set of replicas --------------------------------------
@@ -210,14 +251,24 @@ def replica_loads(plan: Plan, problem: PlanningProblem) -> Iterator[tuple[SliceA
             yield s, rate, column_of(problem, g.gpu_type, s)
 
 
-def predict(plan: Plan, problem: PlanningProblem, carbon_intensity: float | None = None) -> Prediction:
-    """Power, carbon, accuracy, worst replica p95 and objective of a plan under the model."""
-    obj = objective_for(problem, carbon_intensity)
+def predict(plan: Plan, problem: PlanningProblem, carbon_intensity: float | None = None,
+            partial_batches: bool = False) -> Prediction:
+    """Power, carbon, accuracy, worst replica p95 and objective of a plan under the model.
+
+    By default a request costs its column's full-batch energy (the MILP's linear model, so the
+    planner and the exhaustive oracle agree exactly); `partial_batches=True` charges the batches
+    that form at each replica's rate instead (what the replay simulator measures), for
+    decisions between given plans: the pay-back and the hindsight schedule.
+    Power and the objective are for the mean traffic, the p95 for the planned rate."""
+    obj = served_objective(problem, carbon_intensity)
     power = sum(problem.perf.idle_power_w(g.gpu_type) for g in plan.gpus)
     acc = 0.0
     worst = 0.0
+    served = problem.mean_rps / problem.rate_rps
     for s, rate, col in replica_loads(plan, problem):
-        power += rate * col.energy_j_per_req
+        mean = rate * served
+        power += mean * (energy_per_request_j(mean, col.service_ms, col.busy_w) if partial_batches
+                         else col.energy_j_per_req)
         acc += s.share * col.accuracy
         worst = max(worst, p95_ms(rate, col.service_ms, problem.sla_ms))
     return Prediction(power, obj.carbon_g_per_h(power), acc, worst, obj.value(power, acc))

@@ -30,7 +30,10 @@ class Objective:
     """Clover's objective for one planning window, linear in power and accuracy.
 
     `base_power_w` is the base configuration's average power (idle included) at the same
-    request rate; `base_accuracy` its accuracy.
+    request rate; `base_accuracy` its accuracy. `accuracy_weight` is the window's traffic
+    relative to the traffic Base's power was taken at (1 at a constant rate): with a varying
+    load the windows are normalised to one reference, so that their objectives add up to the
+    objective of the whole run (carbon in grams, accuracy per request).
     """
 
     lam: float
@@ -38,6 +41,7 @@ class Objective:
     base_accuracy: float
     carbon_intensity: float
     pue: float = REFERENCE_PUE
+    accuracy_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.lam <= 1.0:
@@ -53,8 +57,7 @@ class Objective:
         return power_w * self.carbon_intensity * self.pue / 1000.0
 
     def value(self, power_w: float, accuracy: float) -> float:
-        return clover_score(self.lam, self.carbon_g_per_h(power_w), accuracy,
-                            self.base_carbon_g_per_h, self.base_accuracy)
+        return self.constant + self.power_coef * power_w + self.accuracy_coef * accuracy
 
     # Linear form used by the MILP: value = constant + power_coef·P + accuracy_coef·A.
     @property
@@ -63,11 +66,11 @@ class Objective:
 
     @property
     def accuracy_coef(self) -> float:
-        return (1.0 - self.lam) / self.base_accuracy
+        return (1.0 - self.lam) * self.accuracy_weight / self.base_accuracy
 
     @property
     def constant(self) -> float:
-        return self.lam - (1.0 - self.lam)
+        return self.lam - (1.0 - self.lam) * self.accuracy_weight
 
 
 def clover_score(lam: float, carbon: float, accuracy: float, base_carbon: float, base_accuracy: float) -> float:

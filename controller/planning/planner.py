@@ -10,13 +10,14 @@ Formulation (proof of exactness in docs/planner.md). For each GPU type t with n_
   maximise  const + power_coef·(Σ idle + Σ_c e[c]·r[c]) + accuracy_coef·Σ_c acc[c]·r[c]/R
 The coefficients come from controller/planning/objective.py (the only place λ is applied).
 
-Beyond Clover (`solve` with `problem.current` and `problem.forecast`): the new optimum is
-adopted only if its objective gain summed over the forecast horizon pays back the
-reconfiguration (energy of loading replicas + traffic lost on changed slices while they
-restart); otherwise the current replicas are kept and only re-routed.
+Beyond Clover (`solve` with `problem.current` and `reconfig.horizon_h` > 0): a switch is made
+only where it pays back over the forecast horizon (switching costs in controller/planning/switching.py):
+the plan adopted is the first step of the best schedule over the horizon among the current plan
+(re-routed), the optimum now and the optimum of each forecast step.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from dataclasses import replace
@@ -32,7 +33,8 @@ from controller.planning.model import (
     predict,
     reroute,
 )
-from controller.planning.plan import GpuPlan, Plan, SliceAssignment, diff_plans
+from controller.planning.plan import GpuPlan, Plan, SliceAssignment, diff_plans, plan_changed
+from controller.planning.switching import best_schedule, switch_cost
 from mig.placement import compute_slices_of, layout_slices
 
 
@@ -41,11 +43,11 @@ class InfeasibleError(ValueError):
 
 
 def solve(problem: PlanningProblem) -> Plan:
-    """The optimal plan (and, with a current plan and a forecast, whether to switch to it)."""
+    """The optimal plan (and, with a current plan and a horizon, whether to switch to it)."""
     t0 = time.perf_counter()
     best = solve_exact(problem)
     plan = best
-    if problem.current is not None and problem.forecast:
+    if problem.current is not None and problem.reconfig.horizon_h > 0:
         plan = _pay_back_choice(problem, best)
     return replace(plan, solve_ms=(time.perf_counter() - t0) * 1000.0)
 
@@ -156,43 +158,56 @@ def _decode(problem: PlanningProblem, y: dict, sol: list[tuple[Column, int, floa
 
 
 # ---- reconfiguration-cost-aware choice ----------------------------------------------------
-def transition_seconds(problem: PlanningProblem, old: Plan | None, new: Plan) -> float:
-    """Wall time of the switch: GPUs reconfigure in parallel, each destroy/create then loads."""
-    rc = problem.reconfig
-    per_gpu = [c.mig_ops * rc.mig_op_s + (rc.model_load_s if c.starts else 0.0)
-               for c in diff_plans(old, new).values()]
-    return max(per_gpu, default=0.0)
-
-
-def switch_cost(problem: PlanningProblem, old: Plan, new: Plan) -> float:
-    """Cost of the switch in objective-hours: carbon of loading replicas + disrupted traffic.
-
-    Requests that would have gone to a slice being rebuilt are counted as lost for its
-    downtime (accuracy 0 for that traffic: (1−λ)·share·downtime); loading a replica is
-    charged its busy power for `model_load_s`.
-    """
-    obj = objective_for(problem)
-    rc = problem.reconfig
-    old_share: dict[tuple[str, object], float] = {}
-    for g, s in old.replicas():
-        old_share[(g.gpu_id, s.placement)] = s.share
-    cost = 0.0
-    types = {g.gpu_id: g.gpu_type for g in new.gpus}
-    for gid, c in diff_plans(old, new).items():
-        down_h = (c.mig_ops * rc.mig_op_s + rc.model_load_s) / 3600.0
-        lost = sum(sh for (g, _), sh in old_share.items() if g == gid)
-        cost += (1.0 - problem.lam) * lost * down_h
-        for s in c.starts:
-            p = problem.perf.busy_power_w(problem.service.variant(s.variant).profile_key, types[gid],
-                                          compute_slices_of(s.placement.profile), 1)
-            cost += -obj.power_coef * p * rc.model_load_s / 3600.0
-    return cost
-
-
 def _pay_back_choice(problem: PlanningProblem, best: Plan) -> Plan:
-    keep = reroute(problem.current, problem)
-    if keep is None or not diff_plans(problem.current, best):
+    """Receding horizon over the forecast (docs/planner.md, "Pay-back"): the best schedule of
+    plans over the next `horizon_h` steps, switching costs included, among the current plan, the
+    optimum now and the optimum of each forecast step; its first step is adopted.
+
+    Plans are compared with the energy of the batches that actually form (`partial_batches`),
+    since the MILP's full-batch energy understates what a switch saves or costs, and a switch
+    is charged what the replay simulator charges (controller/planning/switching.py)."""
+    current = problem.current
+    keep = reroute(current, problem)
+    if keep is not None and not diff_plans(current, best):
         return best
-    horizon = (problem.carbon_intensity, *problem.forecast)[: max(1, problem.reconfig.horizon_h)]
-    gain = sum(predict(best, problem, ci).objective - predict(keep, problem, ci).objective for ci in horizon)
-    return best if gain > switch_cost(problem, problem.current, best) else keep
+    steps = _horizon(problem)
+    candidates = [current, best]
+    for step in steps[1:]:
+        try:
+            cand = solve_exact(step)
+        except InfeasibleError:
+            continue
+        if all(plan_changed(c, cand) for c in candidates):
+            candidates.append(cand)
+    hours = problem.reconfig.step_s / 3600.0
+    values = []
+    for step in steps:
+        row = [_value(c, step, hours) for c in candidates]
+        if not any(math.isfinite(v) for v in row):
+            break  # no candidate serves this step's forecast rate: decide on the steps before it
+        values.append(row)
+    costs = [[0.0 if i == j else switch_cost(problem, a, b) for j, b in enumerate(candidates)]
+             for i, a in enumerate(candidates)]
+    chosen = candidates[best_schedule(values, costs, costs[0])[0]]
+    if chosen is best:
+        return best
+    return keep if chosen is current else reroute(chosen, problem)
+
+
+def _horizon(problem: PlanningProblem) -> list[PlanningProblem]:
+    """One problem per step of the horizon: now, then the forecast carbon intensity and rate;
+    beyond a forecast the last value persists (no forecast: nothing is expected to change)."""
+    cis = (problem.carbon_intensity, *problem.forecast)
+    rates = (problem.rate_rps, *problem.rate_forecast)
+    served = problem.mean_rps / problem.rate_rps  # the mean keeps its ratio to the planned rate
+    out = []
+    for k in range(max(1, problem.reconfig.horizon_h)):
+        ci, rate = cis[min(k, len(cis) - 1)], rates[min(k, len(rates) - 1)]
+        out.append(problem.with_(carbon_intensity=ci, rate_rps=rate,
+                                 mean_rate_rps=None if problem.mean_rate_rps is None else rate * served))
+    return out
+
+
+def _value(plan: Plan, step: PlanningProblem, hours: float) -> float:
+    routed = reroute(plan, step)
+    return -math.inf if routed is None else predict(routed, step, partial_batches=True).objective * hours

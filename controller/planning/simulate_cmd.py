@@ -1,6 +1,7 @@
-"""`controller simulate`: replay a carbon trace through policies on the performance model.
+"""`controller simulate`: replay a carbon trace (and a load) through policies on the performance model.
 
-Adapter only (arguments, table, JSON, plots); the simulation is controller/planning/replay.py.
+Adapter only (arguments, table, JSON, plots); the simulation is controller/planning/replay.py,
+the rate traces loadgen/arrivals.py.
 """
 from __future__ import annotations
 
@@ -22,11 +23,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus", default="2xH100-80GB", help="GPUs, e.g. 2xH100-80GB,1xA100-40GB (default 2xH100-80GB)")
     parser.add_argument("--policy", default=DEFAULT_POLICIES,
                         help=f"comma-separated policies (default {DEFAULT_POLICIES}); known: base, ours, ours-myopic, "
-                             "clover-sa, rand, oracle, energy-only")
+                             "ours-mean, hindsight, clover-sa, rand, oracle, energy-only")
     parser.add_argument("--lambda", dest="lam", type=float, default=0.1, help="Clover's λ (default 0.1)")
-    parser.add_argument("--rate", type=float, default=None, help="request rate, req/s (default: 50%% of Base's capacity)")
-    parser.add_argument("--sla-ms", type=float, default=None, help="p95 SLA in ms (default: Base's predicted p95)")
-    parser.add_argument("--hours", type=int, default=None, help="replay only the first N hours of the trace")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="constant request rate, req/s (default: 50%% of Base's capacity); with --rate-trace, "
+                             "the rate of its busiest minute")
+    parser.add_argument("--sla-ms", type=float, default=None,
+                        help="p95 SLA in ms (default: Base's predicted p95 at the (mean) rate)")
+    parser.add_argument("--hours", type=int, default=None, help="replay only the first N rows of the trace")
+    load = parser.add_argument_group("time-varying load (docs/planner.md)")
+    load.add_argument("--rate-trace", default=None, metavar="NAME|FILE",
+                      help="request-rate trace: azure_llm_2023_conv, azure_llm_2023_code, or a CSV ('t_s,rate_rps' "
+                           "rows or a TIMESTAMP column); it loops. Without it the rate is constant")
+    load.add_argument("--time-scale", type=float, default=1.0, metavar="K",
+                      help="stretch (K>1) or compress (K<1) the rate trace's time axis (default 1)")
+    load.add_argument("--diurnal", type=float, default=None, metavar="K",
+                      help="multiply the rate trace by a daily envelope whose busiest moment is K x its quietest")
+    load.add_argument("--diurnal-peak-hour", type=float, default=14.0, metavar="H",
+                      help="hour of day of the envelope's peak, on the carbon trace's clock (default 14)")
+    load.add_argument("--step-s", type=float, default=3600.0, metavar="S",
+                      help="simulated seconds per carbon-trace row (default 3600; e.g. 5 replays a day in 2 minutes)")
+    load.add_argument("--stride", type=int, default=1, metavar="N", help="use every Nth row of the carbon trace")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the random policies (rand, clover-sa) and of the simulated arrivals (default 0)")
     parser.add_argument("--window-s", type=float, default=60.0, help="simulated seconds per steady hour (default 60)")
@@ -65,10 +82,12 @@ def run(args: argparse.Namespace) -> int:
 
     from configs.loader import ConfigError, load_services
     from controller.carbon.trace import load_trace
-    from controller.planning.model import PlanningProblem, base_p95_ms
+    from controller.planning.model import PlanningProblem, ReconfigCost, base_p95_ms
     from controller.planning.planner import InfeasibleError
     from controller.planning.policies import POLICIES
-    from controller.planning.replay import SimConfig, default_rate_rps, run_policies
+    from controller.planning.replay import default_rate_rps, run_policies, time_scaled_config, traffic
+    from loadgen.arrivals import load_rate_trace
+    from loadgen.errors import LoadgenInputError
     from models.performance import PerformanceModel
 
     console = Console()
@@ -83,22 +102,38 @@ def run(args: argparse.Namespace) -> int:
             raise KeyError(f"unknown policy {', '.join(unknown)}; known: {', '.join(POLICIES)}")
         batches = tuple(int(b) for b in args.batch_sizes.split(","))
         perf = PerformanceModel.default()
+        if args.step_s <= 0 or args.stride < 1 or args.time_scale <= 0:
+            raise ValueError("--step-s and --time-scale must be positive and --stride at least 1")
+        rows = trace.values[:: args.stride]
+        values = list(rows[: args.hours] if args.hours else rows)
         rate = args.rate if args.rate is not None else default_rate_rps(service, gpus, perf)
-        sla = args.sla_ms if args.sla_ms is not None else base_p95_ms(service, gpus, perf, rate)
+        config = time_scaled_config(args.time_scale, args.step_s, window_s=args.window_s, seed=args.seed)
+        load = None
+        if args.rate_trace:
+            shape = load_rate_trace(args.rate_trace, time_scale=args.time_scale)
+            load = traffic(shape, trace.times[0], rate, len(values), config, args.diurnal, args.diurnal_peak_hour,
+                           args.stride, minute_s=60.0 * args.time_scale)
+        mean = rate if load is None else float(load.mean())
+        sla = args.sla_ms if args.sla_ms is not None else base_p95_ms(service, gpus, perf, mean)
         if sla == float("inf"):
-            raise ValueError(f"Base cannot serve {rate:g} req/s on {args.gpus}: give --sla-ms or a lower --rate")
-        values = list(trace.values[: args.hours] if args.hours else trace.values)
-        problem = PlanningProblem(service, gpus, perf, rate, sla, lam=args.lam, batch_sizes=batches)
-    except (KeyError, ValueError, ConfigError) as exc:
+            raise ValueError(f"Base cannot serve {mean:g} req/s on {args.gpus}: give --sla-ms or a lower --rate")
+        problem = PlanningProblem(service, gpus, perf, mean, sla, lam=args.lam, batch_sizes=batches,
+                                  reconfig=ReconfigCost(step_s=args.step_s))
+    except (KeyError, ValueError, ConfigError, LoadgenInputError) as exc:
         err.print(f"[red]error:[/red] {exc.args[0] if exc.args else exc}")
         return 2
-    console.print(f"service {service.name}, {len(gpus)} GPU(s) {args.gpus}, trace {trace.name} ({len(values)} h), "
-                  f"rate {rate:.1f} req/s{' (default: 50% of Base capacity)' if args.rate is None else ''}, "
+    if load is None:
+        what = f"rate {rate:.1f} req/s{' (default: 50% of Base capacity)' if args.rate is None else ''}"
+    else:
+        what = (f"load {args.rate_trace} (mean {mean:.1f} req/s, busiest minute {rate:.1f} req/s"
+                f"{', diurnal x' + format(args.diurnal, 'g') if args.diurnal else ''})")
+    steps = f"{len(values)} h" if args.step_s == 3600 and args.stride == 1 else f"{len(values)} x {args.step_s:g} s"
+    console.print(f"service {service.name}, {len(gpus)} GPU(s) {args.gpus}, trace {trace.name} ({steps}), {what}, "
                   f"SLA p95 {sla:.1f} ms{' (Base p95)' if args.sla_ms is None else ''}, λ={args.lam}")
     skipped: dict[str, str] = {}
     try:
-        runs = run_policies(problem, values, names, SimConfig(window_s=args.window_s, seed=args.seed),
-                            on_skip=lambda n, why: skipped.__setitem__(n, why))
+        runs = run_policies(problem, values, names, config, on_skip=lambda n, why: skipped.__setitem__(n, why),
+                            load=load)
     except InfeasibleError as exc:
         err.print(f"[red]error:[/red] {exc}")
         return 2
@@ -108,20 +143,24 @@ def run(args: argparse.Namespace) -> int:
     cols = {"carbon_g": ("carbon g", "{:.1f}"), "carbon_saving_pct": ("saving %", "{:.2f}"),
             "accuracy": ("accuracy", "{:.3f}"), "accuracy_loss_pct": ("acc loss %", "{:.2f}"),
             "p50_ms": ("p50 ms", "{:.1f}"), "p95_ms": ("p95 ms", "{:.1f}"), "over_sla_pct": (">SLA %", "{:.2f}"),
-            "reconfigurations": ("reconf", "{}"), "exploration_requests": ("explore req", "{}"),
+            "reconfigurations": ("reconf", "{}"), "layout_changes": ("MIG chg", "{}"), "swaps": ("swaps", "{}"),
+            "lost_requests": ("lost", "{}"), "exploration_requests": ("explore req", "{}"),
             "objective": ("objective", "{:.4f}"), "solve_ms_p50": ("solve ms", "{:.1f}")}
     table = Table(title=f"{service.name} on {args.gpus}, {trace.name}, SLA {sla:.1f} ms")
-    table.add_column("policy")
+    table.add_column("policy", no_wrap=True, min_width=11)
     for head, _ in cols.values():
         table.add_column(head, justify="right")
     for name, r in runs.items():
         table.add_row(name, *(fmt.format(r.summary[c]) for c, (_, fmt) in cols.items()))
-    Console(width=max(console.width, 130)).print(table)
+    Console(width=max(console.width, 175)).print(table)
     keys = ["carbon_g", "carbon_saving_pct", "accuracy", "accuracy_loss_pct", "p50_ms", "p95_ms", "sla_ms", "over_sla_pct",
-            "reconfigurations", "exploration_requests", "objective", "solve_ms_p50"]
+            "reconfigurations", "layout_changes", "mig_ops", "swaps", "lost_requests", "exploration_requests",
+            "objective", "solve_ms_p50"]
     if args.json:
-        out = {"service": service.name, "trace": trace.name, "gpus": args.gpus, "rate_rps": rate, "sla_ms": sla,
-               "lambda": args.lam, "hours": len(values),
+        out = {"service": service.name, "trace": trace.name, "gpus": args.gpus, "rate_rps": mean, "sla_ms": sla,
+               "lambda": args.lam, "hours": len(values), "step_s": args.step_s, "rate_trace": args.rate_trace,
+               "peak_rate_rps": rate if load is not None else None,
+               "timeline": {n: [[t, plan_label(pl)] for t, pl in r.timeline] for n, r in runs.items()},
                "policies": {n: {k: r.summary[k] for k in keys} for n, r in runs.items()},
                "skipped": skipped}
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -130,8 +169,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from controller.planning.simulate_plot import plot_runs
 
-        for path in plot_runs(args.plot, values, runs, plan_label):
+        step_rates = None if load is None else load.reshape(len(values), -1).mean(axis=1).tolist()
+        for path in plot_runs(args.plot, values, runs, plan_label, step_rates, args.step_s):
             console.print(f"wrote {path}")
     return 0
-
-

@@ -3,17 +3,20 @@ from __future__ import annotations
 
 from controller.planning.policies.base import BasePolicy
 from controller.planning.policies.clover_sa import CloverSAPolicy
+from controller.planning.policies.hindsight import HindsightPolicy
 from controller.planning.policies.interface import Policy
 from controller.planning.policies.oracle import OraclePolicy
 from controller.planning.policies.ours import (
     EnergyOnlyPolicy,
+    OursMeanPolicy,
     OursMyopicPolicy,
     OursPolicy,
 )
 from controller.planning.policies.rand import RandPolicy
 
 POLICIES: dict[str, type[Policy]] = {
-    p.name: p for p in (BasePolicy, OursPolicy, OursMyopicPolicy, CloverSAPolicy, RandPolicy, OraclePolicy, EnergyOnlyPolicy)
+    p.name: p for p in (BasePolicy, OursPolicy, OursMyopicPolicy, OursMeanPolicy, HindsightPolicy, CloverSAPolicy,
+                        RandPolicy, OraclePolicy, EnergyOnlyPolicy)
 }
 
 
