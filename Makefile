@@ -32,7 +32,7 @@ bench: env
 	$(BIN)/python bench/planner_bench.py
 	$(BIN)/python bench/policies_bench.py --quick
 	$(BIN)/python bench/load_bench.py --quick
-	$(BIN)/python -m bench.serving_bench
+	$(BIN)/python -m bench.serving_bench --quick
 	$(BIN)/python bench/models_cpu.py --variants yolo11n,b0,base --batches 1,4
 
 clean:
