@@ -10,6 +10,9 @@ the request's *scheduled* send time, so a client that fell behind (event-loop la
 connection pool) still charges the wait to the system under test, as a real user would see it;
 `service time` runs from the moment the request was actually sent (the old figure). Every outcome
 is also booked to the second of its scheduled send, which gives the per-second timeline.
+
+Several services at once: each has its own `LoadStats` whose `parent` is the run's total, so every
+figure exists per service and overall (`MultiLoadResult`) from one set of recordings.
 """
 from __future__ import annotations
 
@@ -39,7 +42,9 @@ class SecondStats:
 @dataclass
 class LoadStats:
     """Live counters of one run, kept per scheduled second; the run's totals are their sums, so
-    `offered == sent + dropped_client_side` holds at all times, per second and overall."""
+    `offered == sent + dropped_client_side` holds at all times, per second and overall.
+
+    `parent` (the run's total over several services) records everything this one records."""
 
     seconds: dict[int, SecondStats] = field(default_factory=dict)
     error_examples: dict[str, str] = field(default_factory=dict)
@@ -48,6 +53,7 @@ class LoadStats:
     in_flight: int = 0
     max_in_flight: int = 0
     max_send_lag_ms: float = 0.0
+    parent: LoadStats | None = field(default=None, repr=False)
 
     def _total(self, name: str) -> int:
         return sum(getattr(s, name) for s in self.seconds.values())
@@ -83,6 +89,8 @@ class LoadStats:
         s = self._second(second)
         s.offered += 1
         s.dropped_client_side += 1
+        if self.parent is not None:
+            self.parent.record_drop(second)
 
     def record_send(self, second: int, lag_s: float) -> None:
         self.in_flight += 1
@@ -91,6 +99,8 @@ class LoadStats:
         s = self._second(second)
         s.offered += 1
         s.sent += 1
+        if self.parent is not None:
+            self.parent.record_send(second, lag_s)
 
     def record_ok(self, second: int, latency_ms: float, service_ms: float, variant: str | None) -> None:
         self.in_flight -= 1
@@ -100,12 +110,16 @@ class LoadStats:
         s.service_ms.append(service_ms)
         if variant is not None:
             self.variants[variant] += 1
+        if self.parent is not None:
+            self.parent.record_ok(second, latency_ms, service_ms, variant)
 
     def record_error(self, second: int, kind: str, detail: str, retry_after: bool = False) -> None:
         self.in_flight -= 1
         self._second(second).errors[kind] += 1
         self.error_examples.setdefault(kind, detail[:ERROR_EXAMPLE_CHARS])
         self.retry_after_seen += int(retry_after)
+        if self.parent is not None:
+            self.parent.record_error(second, kind, detail, retry_after)
 
 
 def latency_summary(latencies_ms: list[float]) -> dict[str, float | None]:
@@ -237,3 +251,19 @@ class LoadResult:
             "max_in_flight": self.max_in_flight,
             "max_send_lag_ms": self.max_send_lag_ms,
         }
+
+
+@dataclass(frozen=True)
+class MultiLoadResult:
+    """A run over one or more services: each service's own result and the total over all of them.
+
+    The total's `service` is the names joined by commas, its `concurrency` the sum of the
+    services' bounds (each service has its own, see loadgen/generator.py)."""
+
+    services: dict[str, LoadResult]
+    total: LoadResult
+
+    def to_json(self) -> dict:
+        """The total's figures at the top level (as a one-service run always wrote them) plus a
+        `services` section with each service's."""
+        return {**self.total.to_json(), "services": {name: r.to_json() for name, r in self.services.items()}}

@@ -1,4 +1,7 @@
-"""`loadgen run`: offer Poisson traffic to a Clover service and print what came back.
+"""`loadgen run`: offer Poisson traffic to one or several Clover services and print what came back.
+
+`--service yolo --rate 20` loads one service at `/v1/infer`; `--service yolo=30,albert=5` loads
+each at `/v1/{service}/infer` with its own rate (loadgen/targets.py), reported per service and in total.
 
 Exit code 0 whenever the run happened, however many requests the server failed (the table and
 the JSON say so); 2 only when the arguments or the input files cannot be used.
@@ -6,24 +9,25 @@ the JSON say so); 2 only when the arguments or the input files cannot be used.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
 import sys
 from pathlib import Path
 
 import httpx
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from configs.cli import service_name
-from configs.loader import ConfigError, load_services
-from loadgen.arrivals import RateTrace, load_rate_trace
+from configs.cli import UsageError
+from configs.loader import ConfigError
 from loadgen.errors import LoadgenInputError
-from loadgen.generator import run_load_sync
-from loadgen.payloads import load_payloads
-from loadgen.results import SUMMARY_KEYS, LoadResult, LoadStats
-from loadgen.timeline import write_timeline
+from loadgen.generator import run_loads
+from loadgen.results import SUMMARY_KEYS, LoadResult, LoadStats, MultiLoadResult
+from loadgen.targets import service_loads_from_flags, slas_from_flags
+from loadgen.timeline import write_timelines
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -50,24 +54,28 @@ def _positive(kind: type[int] | type[float]):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    rate = parser.add_mutually_exclusive_group(required=True)
-    rate.add_argument("--rate", type=_positive(float), metavar="R", help="constant mean request rate (requests/s)")
-    rate.add_argument("--rate-trace", metavar="FILE",
-                      help="CSV 't_s,rate_rps' (first row t_s=0; the last rate holds to the end), or arrival times with a "
-                           "first column TIMESTAMP (looped), or a bundled name: azure_llm_2023_conv, azure_llm_2023_code")
+    parser.add_argument("--rate", metavar="R",
+                        help="constant mean request rate (requests/s): R for every service, or yolo=30,albert=5")
+    parser.add_argument("--rate-trace", metavar="FILE",
+                        help="CSV 't_s,rate_rps' (first row t_s=0): piecewise-constant rate, the last holding to the "
+                             "end; or arrival times with a first column TIMESTAMP (looped); or a bundled name: "
+                             "azure_llm_2023_conv, azure_llm_2023_code. FILE for every service, or yolo=FILE,albert=FILE")
     parser.add_argument("--rate-scale", type=_positive(float), default=1.0, metavar="S",
                         help="multiply the --rate-trace's rate by S (default: 1)")
     parser.add_argument("--time-scale", type=_positive(float), default=1.0, metavar="K",
                         help="stretch (K>1) or compress (K<1) the --rate-trace's time axis, rates kept (default: 1)")
     parser.add_argument("--duration", type=parse_duration, required=True, metavar="D",
                         help="how long to send: seconds, or with a unit (90s, 2m, 1h)")
-    parser.add_argument("--service", default="yolo", type=service_name,
-                        help="service whose input to send, from configs/services.yaml (default: yolo)")
+    parser.add_argument("--service", default="yolo", metavar="NAMES",
+                        help="services from configs/services.yaml: yolo (sent to /v1/infer), or several with their "
+                             "rates, yolo=30,albert=5 (each sent to /v1/{service}/infer) (default: yolo)")
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="controller ingress (default: %(default)s)")
     parser.add_argument("--payloads", metavar="PATH",
-                        help="folder of JPEG/PNG (yolo, efficientnet) or SQuAD-style JSON file (albert); default: synthetic")
+                        help="folder of JPEG/PNG (yolo, efficientnet) or SQuAD-style JSON file (albert); "
+                             "PATH for every service, or yolo=DIR,albert=FILE (default: synthetic)")
     parser.add_argument("--concurrency", type=_positive(int), default=64, metavar="N",
-                        help="most requests in flight; arrivals beyond it are counted as dropped_client_side (default: 64)")
+                        help="most requests in flight per service; arrivals beyond it are counted as "
+                             "dropped_client_side (default: 64)")
     parser.add_argument("--timeout", type=_positive(float), default=10.0, metavar="S",
                         help="per-request deadline in seconds, counted as 'timeout' (default: 10)")
     parser.add_argument("--seed", type=int, default=None, help="seed arrivals and payload choice for a repeatable run")
@@ -75,8 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeline", metavar="CSV",
                         help="write the per-second timeline (offered, sent, ok, errors by kind, p95) to this .csv "
                              "file and its plot beside it (.png)")
-    parser.add_argument("--sla-ms", type=_positive(float), metavar="MS",
-                        help="p95 SLA in ms, drawn as a line on the timeline plot")
+    parser.add_argument("--sla-ms", metavar="MS",
+                        help="p95 SLA in ms, drawn as a line on the timeline plot: MS, or yolo=60,albert=120")
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
 
 
@@ -125,6 +133,29 @@ def results_table(result: LoadResult) -> Table:
     return table
 
 
+def services_table(result: MultiLoadResult) -> Table:
+    """Several services: one row per service and a total row (latency from the scheduled send), each
+    followed by one row per error kind (in `failed`) and per variant (in `ok`); narrow enough for
+    80 columns. `--json` has every figure."""
+    table = Table(title=f"loadgen: {len(result.services)} services at {result.total.url}", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    table.add_column("service")
+    for name in ("req/s", "sent", "ok", "failed", "dropped", "p50 ms", "p95 ms", "p99 ms"):
+        table.add_column(name, justify="right")
+    rows = [*result.services.items(), ("total", result.total)]
+    for i, (name, r) in enumerate(rows):
+        lat = r.latency_ms
+        table.add_row(name, f"{r.requested_rate_rps:.2f}", str(r.sent), str(r.ok), str(r.failed),
+                      str(r.dropped_client_side), _ms(lat["p50"]), _ms(lat["p95"]), _ms(lat["p99"]))
+        for kind, n in r.errors.items():
+            table.add_row(f"  {kind}", "", "", "", str(n), style="red")
+        for variant, n in r.variants.items():
+            table.add_row(f"  {variant}", "", "", str(n), style="dim")
+        if i == len(rows) - 2:  # a line above the total
+            table.add_section()
+    return table
+
+
 def _progress_callback(progress: Progress, task_id, duration_s: float):
     def update(elapsed_s: float, stats: LoadStats) -> None:
         progress.update(task_id, completed=min(elapsed_s, duration_s),
@@ -136,30 +167,29 @@ def _progress_callback(progress: Progress, task_id, duration_s: float):
 def run(args: argparse.Namespace) -> int:
     try:
         _check_url(args.url)
-        trace = (load_rate_trace(args.rate_trace, args.rate_scale, args.time_scale) if args.rate_trace
-                 else RateTrace.constant(args.rate))
-        service = load_services().get(args.service)
-        payloads = load_payloads(service.input, args.payloads, args.seed)
+        loads = service_loads_from_flags(args.service, args.rate, args.rate_trace, args.payloads, args.seed,
+                                        rate_scale=args.rate_scale, time_scale=args.time_scale)
+        slas = slas_from_flags(args.sla_ms, [load.service for load in loads])
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         if args.timeline and Path(args.timeline).suffix != ".csv":
             raise LoadgenInputError(f"--timeline {args.timeline!r}: give a .csv file name (the plot goes beside it)")
-    except (LoadgenInputError, ConfigError, OSError) as exc:
+    except (LoadgenInputError, UsageError, ConfigError, OSError) as exc:
         print(f"loadgen: error: {exc}", file=sys.stderr)  # plain print: rich would wrap long paths
         return 2
     kwargs = dict(concurrency=args.concurrency, timeout_s=args.timeout, seed=args.seed)
     if args.no_progress:
-        result = run_load_sync(args.url, args.service, trace, args.duration, payloads, **kwargs)
+        result = asyncio.run(run_loads(args.url, loads, args.duration, **kwargs))
     else:
         columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
         with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
             task_id = progress.add_task("starting", total=args.duration)
-            result = run_load_sync(args.url, args.service, trace, args.duration, payloads,
-                                   on_progress=_progress_callback(progress, task_id, args.duration), **kwargs)
-    Console().print(results_table(result))
+            result = asyncio.run(run_loads(args.url, loads, args.duration,
+                                           on_progress=_progress_callback(progress, task_id, args.duration), **kwargs))
+    Console().print(results_table(result.total) if len(result.services) == 1 else services_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_json(), indent=2) + "\n")
     if args.timeline:
-        for path in write_timeline(result, args.timeline, sla_ms=args.sla_ms):
+        for path in write_timelines(result, args.timeline, sla_ms=slas):
             print(f"timeline: {path}")
     return 0

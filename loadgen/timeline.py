@@ -3,15 +3,15 @@
 The evidence that a MIG re-partition dropped nothing: for every second of the run, how many
 requests were offered, sent, answered and failed (by kind), and the p95 latency of the ones that
 succeeded (from their scheduled send time). `write_timeline(result, path)` is the one call for
-the CLI and for the demo.
+one result (the demo); `write_timelines` writes a run over several services (the CLI).
 """
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from loadgen.results import LoadResult, TimelineRow
+from loadgen.results import LoadResult, MultiLoadResult, TimelineRow
 
 BASE_COLUMNS = ("second", "offered", "sent", "dropped_client_side", "ok", "failed")
 
@@ -80,3 +80,17 @@ def write_timeline(result: LoadResult, path: str | Path, *, sla_ms: float | None
     png = plot_timeline(result.timeline, csv_path.with_suffix(".png"), sla_ms=sla_ms,
                         title=f"loadgen: {result.service} at {result.url}")
     return csv_path, png
+
+
+def write_timelines(result: MultiLoadResult, path: str | Path, *, sla_ms: Mapping[str, float] | None = None) -> list[Path]:
+    """One service: its timeline at `path`. Several: the total at `path` and each service's beside it
+    (`timeline-yolo.csv`), each plot with that service's SLA line. Returns every file written."""
+    slas = sla_ms or {}
+    if len(result.services) == 1:
+        (only,) = result.services.values()
+        return list(write_timeline(only, path, sla_ms=slas.get(only.service)))
+    path = Path(path)
+    out = list(write_timeline(result.total, path))
+    for name, service_result in result.services.items():
+        out += write_timeline(service_result, path.with_name(f"{path.stem}-{name}{path.suffix}"), sla_ms=slas.get(name))
+    return out

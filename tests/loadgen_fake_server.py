@@ -1,13 +1,18 @@
-"""A real HTTP server on 127.0.0.1 that answers `POST /v1/infer` by a repeating script of actions.
+"""A real HTTP server on 127.0.0.1 that answers `POST /v1/infer` and `POST /v1/{service}/infer`
+by repeating scripts of actions, as the Clover ingress's paths are laid out.
 
-Used by the load-generator tests: it tallies what it answered so the tests can compare the
-generator's counts with the server's own, and it tracks how many requests it held at once
-(to check the generator's concurrency bound from the other side of the wire).
+Used by the load-generator tests: it tallies what it answered, in total (`tally`) and per path
+(`tallies[service]`, `tallies[""]` for `/v1/infer`), so the tests can compare the generator's
+counts with the server's own, and it tracks how many requests it held at once (to check the
+generator's concurrency bound from the other side of the wire). Given `services` (name ->
+script), it serves only those at `/v1/{service}/infer` and answers any other name with the
+ingress's 404 listing the served ones.
 """
 from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 import time
 from collections import Counter
@@ -19,7 +24,7 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # ok | 503 | 400 | slow | close
+    kind: str  # ok | 503 | 400 | 404 | slow | close
     variant: str = ""
     delay_s: float = 0.0
 
@@ -33,6 +38,15 @@ class Tally:
     received: int = 0
     concurrent: int = 0
     max_concurrent: int = 0
+
+    def count(self, action: Action, content_type: str, problem: str | None) -> None:
+        self.received += 1
+        self.content_types[content_type] += 1
+        if problem:
+            self.bad_bodies.append(problem)
+        self.answered[action.kind] += 1
+        if action.variant:
+            self.variants[action.variant] += 1
 
 
 def _body_problem(content_type: str, body: bytes) -> str | None:
@@ -55,13 +69,19 @@ def _body_problem(content_type: str, body: bytes) -> str | None:
     return f"unexpected Content-Type {content_type!r}"
 
 
+_SERVICE_PATH = re.compile(r"^/v1/([^/]+)/infer$")
+DEFAULT_PATH = "/v1/infer"
+
+
 class FakeInferServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
 
-    def __init__(self, script: list[Action]) -> None:
+    def __init__(self, script: list[Action], services: dict[str, list[Action]] | None = None) -> None:
         self.script = script
+        self.services = services
         self.tally = Tally()
+        self.tallies: dict[str, Tally] = {}
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _Handler)
         self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -78,18 +98,25 @@ class FakeInferServer(ThreadingHTTPServer):
         self.shutdown()
         self.server_close()
 
-    def next_action(self, content_type: str, body: bytes) -> Action:
+    def _script(self, path: str) -> tuple[str, list[Action]]:
+        """The tally key of a path and its script (a one-step 404 script for a service not served)."""
+        match = _SERVICE_PATH.match(path)
+        if path == DEFAULT_PATH or match is None:
+            return "", self.script
+        name = match.group(1)
+        if self.services is None:
+            return name, self.script
+        return name, self.services.get(name, [Action("404")])
+
+    def next_action(self, path: str, content_type: str, body: bytes) -> Action:
         problem = _body_problem(content_type, body)
+        key, script = self._script(path)
         with self.lock:
+            per_path = self.tallies.setdefault(key, Tally())
+            action = script[per_path.received % len(script)]
+            per_path.count(action, content_type, problem)
             t = self.tally
-            action = self.script[t.received % len(self.script)]
-            t.received += 1
-            t.content_types[content_type] += 1
-            if problem:
-                t.bad_bodies.append(problem)
-            t.answered[action.kind] += 1
-            if action.variant:
-                t.variants[action.variant] += 1
+            t.count(action, content_type, problem)
             t.concurrent += 1
             t.max_concurrent = max(t.max_concurrent, t.concurrent)
         return action
@@ -119,7 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        action = self.server.next_action(self.headers.get("Content-Type", ""), body)
+        action = self.server.next_action(self.path, self.headers.get("Content-Type", ""), body)
         try:
             time.sleep(action.delay_s)
             if action.kind == "ok":
@@ -128,6 +155,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(503, {"error": "saturated"}, {"Retry-After": "1"})
             elif action.kind == "400":
                 self._reply(400, {"error": "malformed payload"})
+            elif action.kind == "404":
+                served = sorted(self.server.services or {})
+                self._reply(404, {"error": f"unknown service; served: {served}", "services": served})
             elif action.kind == "close":
                 self.close_connection = True
                 self.connection.shutdown(2)
