@@ -18,6 +18,19 @@ MPS_SHAPES: tuple[tuple[int, int, int, tuple[int, ...], int], ...] = (
 )
 
 
+# The catalog key of the host CPU (`--execution real` on a machine without a GPU): one device that
+# is never cut, so its only "slice" is the whole of it (`partitioning: none`).
+HOST_CPU = "CPU"
+
+
+def whole_device_profiles(memory_gib: float, total_sms: int, memory_slots: int = 8,
+                          compute_slices: int = 7) -> list[dict]:
+    """The one profile of a device that is never partitioned: all of it, named like a GPU's whole-device
+    profile (`7g.whole`; ID 0 as MIG's 7g) so plans, columns and accounting read it as they read a 7g slice."""
+    return [{"id": 0, "name": f"{compute_slices}g.whole", "compute_slices": compute_slices, "sms": total_sms,
+            "memory_gib": memory_gib, "max_instances": 1, "starts": (0,), "size": memory_slots}]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -64,10 +77,11 @@ class GpuType(_Strict):
 
     `partitioning: mig` types list the driver's MIG profiles; `partitioning: mps` types (GPUs
     without MIG, or MIG-capable ones run with MIG off) get `mps_profiles` unless they list their
-    own: shares of the SMs through the MPS control daemon, in MIG's shapes."""
+    own: shares of the SMs through the MPS control daemon, in MIG's shapes. `partitioning: none`
+    (the host CPU) gets `whole_device_profiles`; its `total_sms` counts cores."""
 
     name: str = ""
-    partitioning: Literal["mig", "mps"] = "mig"
+    partitioning: Literal["mig", "mps", "none"] = "mig"
     product_names: tuple[str, ...] = ()
     memory_gib: float = Field(gt=0)
     total_sms: int = Field(gt=0)
@@ -78,18 +92,36 @@ class GpuType(_Strict):
     relative_speed: float = Field(default=1.0, gt=0)
     source: str = ""
     verified: bool = True
+    # Prefix of this type's bundled performance profiles (configs/profiles/<prefix>_*.json), what
+    # `--execution real` predicts with on such a GPU; "" when none are bundled.
+    bundled_profiles: str = ""
     profiles: tuple[MigProfile, ...]
 
     @model_validator(mode="before")
     @classmethod
-    def _derive_mps_profiles(cls, data: Any) -> Any:
-        derive = (isinstance(data, dict) and data.get("partitioning") == "mps" and "profiles" not in data
-                  and "memory_gib" in data and "total_sms" in data)  # else the field checks say what is missing
-        if derive:
-            return {**data, "profiles": mps_profiles(float(data["memory_gib"]), int(data["total_sms"]),
-                                                     int(data.get("memory_slots", 8)),
-                                                     int(data.get("compute_slices", 7)))}
-        return data
+    def _derive_profiles(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        derive = {"mps": mps_profiles, "none": whole_device_profiles}.get(data.get("partitioning", "mig"))
+        if derive is None or "profiles" in data or "memory_gib" not in data or "total_sms" not in data:
+            return data  # MIG lists its profiles; else the field checks say what is missing
+        return {**data, "profiles": derive(float(data["memory_gib"]), int(data["total_sms"]),
+                                           int(data.get("memory_slots", 8)), int(data.get("compute_slices", 7)))}
+
+    def scaled_to(self, cores: int, idle_power_w: float | None = None, max_power_w: float | None = None) -> GpuType:
+        """This type fitted to one machine: `cores` of them (`total_sms`, the whole profile's SMs) and its
+        power figures — measured ones where given, else the catalog's scaled by cores/`total_sms`.
+
+        Why: the catalog cannot know a host's CPU; its entry describes a nominal one, and a CPU
+        profile (gpu_node/cpu_profile.py) says how many cores this host gives Clover."""
+        if cores < 1:
+            raise ValueError(f"{self.name}: cores must be >= 1, got {cores}")
+        share = cores / self.total_sms
+        idle = idle_power_w if idle_power_w is not None else self.idle_power_w * share
+        top = max(max_power_w if max_power_w is not None else self.max_power_w * share, idle + 1e-3)
+        profiles = tuple(p.model_copy(update={"sms": max(1, round(p.sms * share))}) for p in self.profiles)
+        return self.model_copy(update={"total_sms": cores, "idle_power_w": idle, "max_power_w": top,
+                                       "profiles": profiles})
 
     def mps_percent(self, profile: MigProfile) -> int:
         """The MPS active-thread percentage of a profile (its compute slices out of the GPU's)."""
@@ -132,10 +164,18 @@ class GpuCatalog(_Strict):
     def _name_types(self) -> GpuCatalog:
         for key, gt in self.gpu_types.items():
             object.__setattr__(gt, "name", key)
-            missing = set(self.main_profile_ids) - {p.id for p in gt.profiles}
+            defined = {p.id for p in gt.profiles}
+            missing = set(self.main_profile_ids) - defined
+            if gt.partitioning == "none" and defined & set(self.main_profile_ids):
+                continue  # a device that is never cut has only its whole-device profile
             if missing:
                 raise ValueError(f"gpu_types.{key}: main profile ids {sorted(missing)} are not defined")
         return self
+
+    def with_type(self, gt: GpuType) -> GpuCatalog:
+        """This catalog with `gt` in place of the entry of the same name (a machine's own CPU)."""
+        self.get(gt.name)
+        return self.model_copy(update={"gpu_types": {**self.gpu_types, gt.name: gt}})
 
     def get(self, name: str) -> GpuType:
         try:
@@ -157,9 +197,12 @@ class GpuCatalog(_Strict):
         raise KeyError(f"GPU type {gpu_type!r} has no {partitioning.upper()} entry in the GPU catalog; "
                        f"{partitioning.upper()} types: {', '.join(fitting)}")
 
-    def main_profiles(self, gpu_type: str) -> tuple[MigProfile, ...]:
-        gt = self.get(gpu_type)
-        return tuple(gt.profile(i) for i in self.main_profile_ids)
+    def main_profiles(self, gpu_type: str | GpuType) -> tuple[MigProfile, ...]:
+        """The profiles Clover plans with on this type: the main IDs it defines (all five on a GPU, the
+        whole device alone on a `partitioning: none` type)."""
+        gt = self.get(gpu_type) if isinstance(gpu_type, str) else gpu_type
+        defined = {p.id for p in gt.profiles}
+        return tuple(gt.profile(i) for i in self.main_profile_ids if i in defined)
 
 
 class Variant(_Strict):

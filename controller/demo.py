@@ -5,26 +5,43 @@ the control loop on an accelerated carbon clock (a day of a real grid trace over
 duration), and offers Poisson load through the load generator. It ends with a table against
 `base` (the most accurate variant on whole GPUs) and writes OUT/summary.json, OUT/run.log,
 OUT/run.jsonl and OUT/emissions.csv.
+
+`--execution real` describes one machine instead: the replicas run the networks on the device
+this machine has (gpu_node/real_device.py) — its CPU when there is no GPU, profiled at start-up
+and cached — and the planner, the SLA and the energy all come from that device's profile and
+meters. The summary names the device, profile and meter used.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import socket
 import sys
 import threading
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from configs.cli import service_name
+from controller.loop.settings import RunDevice
 from loadgen.run_cmd import parse_duration
+
+if TYPE_CHECKING:
+    from configs.schema import Service
+    from gpu_node.real_device import RealDevice
+    from models.protocol import PerfModel
 
 SUMMARY_KEYS = ("requests_sent", "requests_ok", "requests_failed", "reconfigurations", "carbon_g",
                 "baseline_carbon_g", "carbon_saving_pct", "accuracy", "baseline_accuracy", "p95_ms", "sla_ms",
-                "client_p95_ms")
+                "client_p95_ms", "device", "profile", "meter")
 DEMO_NODE = "node0"
 TRACE_DAY_S = 86400.0
+SIMULATED = RunDevice("2× H100-80GB (MIG), simulated", "bundled h100-sxm_*.json (performance model)",
+                      "simulated (performance model)")
+LONE_REQUEST_RPS = 1e-6  # a rate at which no request ever waits for another
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="carbon source; a trace is replayed one day per --duration")
     parser.add_argument("--replan-every", type=float, default=10.0, help="seconds between re-plans (default 10)")
     parser.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (default: a free one)")
+    parser.add_argument("--profile", dest="profiles", action="append", default=None, metavar="FILE",
+                        help="with --execution real: performance profile of this machine's device (repeatable; "
+                             "default: the CPU profiled at start-up and cached, or a GPU's bundled profiles)")
+    parser.add_argument("--profile-seconds", type=float, default=None, metavar="S",
+                        help="with --execution real on a CPU: seconds timed per variant and batch when "
+                             "profiling it (default 1)")
 
 
 def free_port() -> int:
@@ -52,13 +75,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def real_sla_ms(service: Service, gpus: Sequence[tuple[str, str]], perf: PerfModel, rate_rps: float) -> float:
+    """The default SLA of a real-execution run, from the profile of the device it runs on: base's p95
+    at the expected rate, as Clover defines it — or, where base cannot carry that rate on this
+    device at all (b7 on a laptop CPU), its p95 for a request alone (its batch-1 latency)."""
+    from controller.planning.model import base_p95_ms
+
+    sla = base_p95_ms(service, gpus, perf, rate_rps)
+    return sla if math.isfinite(sla) else base_p95_ms(service, gpus, perf, LONE_REQUEST_RPS)
+
+
+def prepare_real(service: Service, variants: tuple[str, ...], rate_rps: float, threads: int, state_dir: str,
+                 profile_files: Sequence[str] = (), profile_seconds: float | None = None
+                 ) -> tuple[RealDevice, float]:
+    """The device real execution runs on (profiling a CPU unless a cached profile fits) and its SLA."""
+    from controller.planning.model import DEFAULT_BATCH_SIZES
+    from gpu_node.cpu_profile import PROFILE_SECONDS, CpuProfileRequest
+    from gpu_node.real_device import real_device
+    from models.performance import PerformanceModel
+
+    req = CpuProfileRequest(service.name, variants, DEFAULT_BATCH_SIZES, threads, profile_seconds or PROFILE_SECONDS)
+    device = real_device(DEMO_NODE, state_dir, req, profile_files)
+    perf = PerformanceModel.from_profiles(device.profiles)
+    missing = sorted({service.variant(v).profile_key for v in (*variants, service.base.name)} - set(perf.variants()))
+    if missing:
+        raise ValueError(f"profile {device.profile} has no runs of {', '.join(missing)}: the planner needs the "
+                         "variants it may use and the base variant (`gpu-node profile --variants ...`)")
+    return device, real_sla_ms(service, device.gpus, perf, rate_rps)
+
+
 def summarise(load: Any, loop: Any, reconfigurations: int, slice_p95_ms: float) -> dict[str, Any]:
     """The demo's summary.json, exactly SUMMARY_KEYS.
 
     `p95_ms` is the p95 of the time requests spent on their MIG slice (batching, queue and
     service), which the planner predicts and the SLA bounds; `client_p95_ms` is what the load
     generator saw end to end, adding the HTTP and Ray Serve path (tens of ms on a 2-core box,
-    the same for every plan).
+    the same for every plan). `device`, `profile` and `meter` say what the replicas ran on, what
+    the planner predicted with and where the energy came from.
     """
     t = loop.accountant.totals()
     return {
@@ -74,6 +127,7 @@ def summarise(load: Any, loop: Any, reconfigurations: int, slice_p95_ms: float) 
         "p95_ms": round(slice_p95_ms, 2),
         "sla_ms": round(loop.settings.sla, 2),
         "client_p95_ms": round(load.latency_ms.get("p95") or 0.0, 2),
+        **(loop.settings.device or SIMULATED).fields(),
     }
 
 
@@ -93,17 +147,21 @@ def print_table(summary: dict[str, Any], service: str) -> None:
     t.add_row("requests ok / sent", f"{summary['requests_ok']} / {summary['requests_sent']}", "")
     t.add_row("failed requests", str(summary["requests_failed"]), "")
     t.add_row("re-partitions", str(summary["reconfigurations"]), "")
+    for key in ("device", "profile", "meter"):
+        t.add_row(key, summary[key], "")
     Console().print(t)
 
 
 def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None = None, execution: str = "simulated",
              lam: float = 0.5, carbon_source: str = "trace:clover_ciso-march_49h", replan_every: float = 10.0,
-             port: int = 0, echo: bool = True, variants: str | None = None, log_level: str = "info") -> dict[str, Any]:
+             port: int = 0, echo: bool = True, variants: str | None = None, log_level: str = "info",
+             profiles: Sequence[str] = (), profile_seconds: float | None = None) -> dict[str, Any]:
     """Run the demo and return the summary (also written to out/summary.json).
 
-    With `execution="real"` the replicas run the real networks on this machine's CPU, so the
-    defaults drop to what a laptop serves in real time: the service's two smallest variants at
-    2 req/s. Latency is then CPU latency, not the GPU figures the SLA is derived from.
+    With `execution="real"` the replicas run the real networks on this machine's device; without
+    a GPU the defaults drop to what a laptop CPU serves in real time: the service's two smallest
+    variants at 2 req/s. The planner, the SLA and the energy then come from that device's profile
+    (`profiles`, else measured here: `profile_seconds` per variant and batch) and meters.
     """
     from configs.logsetup import setup_logging
     from controller.loop.assemble import LoopSpec, allowed_variants, build_loop, known_service
@@ -116,6 +174,8 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
     from loadgen.payloads import load_payloads
 
     svc = known_service(service)
+    if execution != "real" and (profiles or profile_seconds):
+        raise ValueError("--profile and --profile-seconds describe the device of --execution real; add it")
     if execution == "real":
         variants = variants or ",".join(v.name for v in svc.variants[:2])
     rate = rate if rate is not None else (2.0 if execution == "real" else 20.0)
@@ -127,12 +187,23 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
     port = port or free_port()
     settings = LoopSettings(service, lam, None, replan_every, rate, execution=execution,
                             variants=allowed_variants(svc, variants), reconcile_every_s=min(2.0, replan_every))
+    state_dir = str(out / "node-state")
+    node = AgentConfig(DEMO_NODE, gpus=2, gpu_type="H100-80GB", state_dir=state_dir)
+    device_profiles: tuple[str, ...] = ()
+    if execution == "real":  # before Ray starts: a CPU is profiled with the machine to itself
+        if echo:
+            print("real execution: finding this machine's device and its profile (a CPU is profiled once, "
+                  "then cached) ...", file=sys.stderr)
+        device, sla = prepare_real(svc, settings.variants or tuple(v.name for v in svc.variants), rate,
+                                   settings.threads, state_dir, profiles, profile_seconds)
+        node, device_profiles = device.agent, device.profiles
+        settings = replace(settings, sla_ms=sla, device=RunDevice(device.device, device.profile, device.meter))
     init_ray(local_nodes=(DEMO_NODE,))
     try:
-        agent = start_agent(AgentConfig(DEMO_NODE, gpus=2, gpu_type="H100-80GB", state_dir=str(out / "node-state")),
-                            detached=False)  # keep the handle: it owns the (non-detached) agent
+        agent = start_agent(node, detached=False)  # keep the handle: it owns the (non-detached) agent
         bus = start_serving([service], port=port, ingress_replicas=settings.ingress_replicas)
-        loop = build_loop(LoopSpec(settings, carbon_source, TRACE_DAY_S / duration_s, str(out), echo))
+        loop = build_loop(LoopSpec(settings, carbon_source, TRACE_DAY_S / duration_s, str(out), echo,
+                                   profiles=device_profiles))
         setup_logging(log_level, runlog=loop.events)
         loop.start()  # first deployment, before any load
         first_steps = loop.stats.reconfigurations
@@ -161,7 +232,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = run_demo(args.service, args.duration, Path(args.out), rate=args.rate, execution=args.execution,
                            lam=args.lam, carbon_source=args.carbon_source, replan_every=args.replan_every,
-                           port=args.port, variants=args.variants, log_level=args.log_level)
+                           port=args.port, variants=args.variants, log_level=args.log_level,
+                           profiles=args.profiles or (), profile_seconds=args.profile_seconds)
     except ValueError as exc:
         print(f"controller demo: {exc}", file=sys.stderr)
         return 2

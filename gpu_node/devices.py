@@ -1,8 +1,10 @@
 """One factory for a node's devices: partition backend, slice leases, energy meter, busy-time recorder.
 
 Why one place: a simulated node and a real one differ only in what is built here — simulated
-MIG/MPS state and `SimulatedGpu`s driven by the performance model, or nvidia-smi/the MPS control
-daemon and NVML. The node agent receives a `NodeDevices` and never asks which kind it got.
+MIG/MPS state and `SimulatedGpu`s driven by the performance model, nvidia-smi/the MPS control
+daemon and NVML, or this host's CPU as one uncut device with RAPL (or energy modelled from its
+CPU profile where RAPL is unreadable; gpu_node/host_cpu.py). The node agent receives a
+`NodeDevices` and never asks which kind it got.
 
 Busy time per slice is what per-slice energy attribution needs (controller/accounting). A
 replica reports each batch twice, and each recorder keeps the report it can trust:
@@ -42,6 +44,24 @@ class AgentConfig:
     state_dir: str | None = None  # default ~/.clover/<node>: partition state and leases
     mig_op_delay_s: float = 0.0  # extra latency per create/destroy (tests of slow re-partitions)
     partition: str = "mig"  # "mig" (MIG instances) or "mps" (MPS shares)
+    # "gpu": the node's GPUs (simulated or real, as `simulate` says); "cpu": this host's CPU, real
+    # (`controller demo --execution real` without a GPU; gpu_node/host_cpu.py), whose energy is
+    # modelled from `profile` (a CPU profile file) where RAPL cannot be read.
+    device: str = "gpu"
+    profile: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.device not in ("gpu", "cpu"):
+            raise ValueError(f"AgentConfig.device must be 'gpu' or 'cpu', got {self.device!r}")
+        if self.device == "cpu" and self.simulate:
+            raise ValueError("a CPU node is real: build it with simulate=False")
+
+    @property
+    def kind(self) -> str:
+        """Which devices the node drives: "simulated" GPUs, real ones ("nvidia-smi") or the host "cpu"."""
+        if self.device == "cpu":
+            return "cpu"
+        return "simulated" if self.simulate else "nvidia-smi"
 
     @property
     def state_path(self) -> Path:
@@ -124,7 +144,7 @@ class NodeDevices:
     busy: BusyRecorder
 
 
-def _simulated_meters(gpus: list[GpuInfo], perf: PerfModel | None) -> tuple[Meter, BusyRecorder]:
+def _simulated_meters(_cfg: AgentConfig, gpus: list[GpuInfo], perf: PerfModel | None) -> tuple[Meter, BusyRecorder]:
     from gpu_node.meters.simulated import SimulatedGpuMeter
     from models.performance import PerformanceModel
 
@@ -133,43 +153,69 @@ def _simulated_meters(gpus: list[GpuInfo], perf: PerfModel | None) -> tuple[Mete
     return SimulatedGpuMeter({f"gpu{i}": d for i, d in devices.items()}), ModelledBusy(devices)
 
 
-def _nvml_meters(gpus: list[GpuInfo], _perf: PerfModel | None) -> tuple[Meter, BusyRecorder]:
+def _nvml_meters(_cfg: AgentConfig, gpus: list[GpuInfo], _perf: PerfModel | None) -> tuple[Meter, BusyRecorder]:
     from gpu_node.meters.nvml import NvmlMeter
 
     return NvmlMeter([g.index for g in gpus]), MeasuredBusy()
 
 
+def _cpu_meters(cfg: AgentConfig, _gpus: list[GpuInfo], perf: PerfModel | None) -> tuple[Meter, BusyRecorder]:
+    from gpu_node.host_cpu import cpu_meters
+
+    def profile_model() -> PerfModel:
+        from models.performance import PerformanceModel
+
+        if perf is not None:
+            return perf
+        if not cfg.profile:
+            raise ValueError(f"CPU node {cfg.node}: RAPL is not readable and no CPU profile was given to model "
+                             "its energy from; pass AgentConfig(profile=...) (`gpu-node profile --device cpu`)")
+        return PerformanceModel.from_profiles([cfg.profile])
+
+    return cpu_meters(profile_model)
+
+
+def _gpu_backend(cfg: AgentConfig, leases: LeaseBook) -> PartitionBackend:
+    return make_backend(cfg.kind, cfg.partition, state_file=cfg.state_path / STATE_FILES[cfg.partition],
+                        gpus=[(cfg.gpu_type, cfg.gpus)], users=leases.live_owners, daemon=mps_daemon(cfg))
+
+
+def _cpu_backend(cfg: AgentConfig, leases: LeaseBook) -> PartitionBackend:
+    from gpu_node.host_cpu import CPU_STATE_FILE, HostCpuBackend
+
+    return HostCpuBackend(cfg.state_path / CPU_STATE_FILE, users=leases.live_owners)
+
+
 @dataclass(frozen=True)
 class _NodeKind:
-    gpu_source: str  # mig.backend.make_backend's name for where the GPUs come from
-    daemon: Callable[[], MpsDaemon]
-    meters: Callable[[list[GpuInfo], PerfModel | None], tuple[Meter, BusyRecorder]]
+    backend: Callable[[AgentConfig, LeaseBook], PartitionBackend]
+    meters: Callable[[AgentConfig, list[GpuInfo], PerfModel | None], tuple[Meter, BusyRecorder]]
 
 
-# The only place that tells a simulated node from a real one.
-_KINDS = {True: _NodeKind("simulated", SimulatedDaemon, _simulated_meters),
-          False: _NodeKind("nvidia-smi", MpsControl, _nvml_meters)}
+# The only place that tells a simulated node from a real one (`AgentConfig.kind`).
+_KINDS = {"simulated": _NodeKind(_gpu_backend, _simulated_meters),
+          "nvidia-smi": _NodeKind(_gpu_backend, _nvml_meters),
+          "cpu": _NodeKind(_cpu_backend, _cpu_meters)}
 
 
 def mps_daemon(cfg: AgentConfig) -> MpsDaemon:
     """The node's MPS control daemon: the real one, or a simulated one that always runs."""
-    return _KINDS[cfg.simulate].daemon()
+    return SimulatedDaemon() if cfg.simulate else MpsControl()
 
 
 def partition_backend(cfg: AgentConfig, leases: LeaseBook) -> PartitionBackend:
     """The node's partition backend; live leases are the users a simulated driver (and MPS) protects."""
-    state = cfg.state_path
-    state.mkdir(parents=True, exist_ok=True)
-    return make_backend(_KINDS[cfg.simulate].gpu_source, cfg.partition, state_file=state / STATE_FILES[cfg.partition],
-                        gpus=[(cfg.gpu_type, cfg.gpus)], users=leases.live_owners, daemon=mps_daemon(cfg))
+    cfg.state_path.mkdir(parents=True, exist_ok=True)
+    return _KINDS[cfg.kind].backend(cfg, leases)
 
 
 def build_devices(cfg: AgentConfig, *, session: str = "", perf: PerfModel | None = None) -> NodeDevices:
     """Everything a node agent drives, for a simulated or a real node alike.
 
     `session` is the Ray session name (leases of other sessions are stale); `perf` drives the
-    simulated GPUs (default: the model fitted to the bundled profiles)."""
+    simulated GPUs (default: the model fitted to the bundled profiles) or, on a CPU node whose
+    RAPL cannot be read, models its energy (default: the model of `cfg.profile`)."""
     leases = LeaseBook(cfg.state_path / LEASES_FILE, session=session)
     backend = partition_backend(cfg, leases)
-    meter, busy = _KINDS[cfg.simulate].meters(backend.list_gpus(), perf)
+    meter, busy = _KINDS[cfg.kind].meters(cfg, backend.list_gpus(), perf)
     return NodeDevices(backend, leases, meter, busy)

@@ -211,7 +211,8 @@ def _mig_profile_via_smi(uuid: str) -> str | None:
     return mig_profile_from_smi(out, uuid)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (`/proc/cpuinfo`), else what the platform says."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -239,7 +240,7 @@ def device_info(device: str, meters: EnergyMeters, idle_s: float) -> dict:
     from models.runner import available_cpus
 
     return {
-        "gpu": torch.cuda.get_device_name(torch.device(device)) if cuda else _cpu_name(),
+        "gpu": torch.cuda.get_device_name(torch.device(device)) if cuda else cpu_name(),
         "driver": facts.get("driver"),
         "power_limit_w": facts.get("power_limit_w"),
         "torch": torch.__version__,

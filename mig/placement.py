@@ -147,9 +147,9 @@ def first_free_start(gpu_type: GpuType | str, existing: Iterable[Placement], pro
 
 
 def main_profile_names(gpu_type: GpuType | str) -> tuple[str, ...]:
-    """The five profiles Clover plans with (catalog `main_profile_ids`: 1g, 2g, 3g, 4g, 7g)."""
-    gt = gpu_type_of(gpu_type)
-    return tuple(resolve_profile(gt, i).name for i in load_gpu_catalog().main_profile_ids)
+    """The profiles Clover plans with (catalog `main_profile_ids`: 1g, 2g, 3g, 4g, 7g; a device that
+    is never cut, the host CPU, has only the whole-device one)."""
+    return tuple(p.name for p in load_gpu_catalog().main_profiles(gpu_type_of(gpu_type)))
 
 
 def _layout_order(gt: GpuType):

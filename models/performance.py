@@ -15,7 +15,7 @@ from pathlib import Path
 from configs.loader import load_gpu_catalog, profile_paths
 from configs.schema import GpuCatalog, GpuType
 from models.performance_fit import VariantFit, fit_all
-from models.profile_points import ProfilePoint, load_points
+from models.profile_points import ProfilePoint, load_points, profile_catalog
 
 # Latency factor per partitioning, applied to slices smaller than the whole GPU. The bundled H100
 # data were measured on MPS shares (one process alone on 12/24/45/48 % of the SMs), so MPS is 1.0
@@ -62,8 +62,13 @@ class PerformanceModel:
     @classmethod
     def from_profiles(cls, paths: Iterable[str | Path],
                       partition_factors: Mapping[str, float] | None = None) -> PerformanceModel:
-        points = load_points(paths)
-        return cls(fit_all(points), points[0].gpu_type, tuple(points), partition_factors=partition_factors)
+        """Fitted to measured profiles of one device type (a GPU's, or this host's CPU: then the catalog's
+        CPU entry takes the cores and power figures the profile records, models/profile_points.py)."""
+        paths = list(paths)
+        catalog = profile_catalog(paths)
+        points = load_points(paths, catalog)
+        return cls(fit_all(points), points[0].gpu_type, tuple(points), catalog=catalog,
+                   partition_factors=partition_factors)
 
     # -- lookups ------------------------------------------------------------------------
     def variants(self) -> list[str]:

@@ -12,18 +12,24 @@ The JSON shape is the one of configs/profiles (see docs/data.md) and of
 Each run becomes one `ProfilePoint` at the SM fraction the file was measured at. Energy
 fields may be null (a profiler without a power meter): the point then has
 `dynamic_power_w=None` and the model falls back to an estimate (docs/performance-model.md).
+
+A CPU profile (`info.device == "cpu"`, `gpu-node profile --device cpu`) is the catalog's host
+CPU (`configs.schema.HOST_CPU`) at its serving dtype, fp32; `profile_catalog` fits that
+catalog entry to the cores and power figures the file records.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from configs.loader import load_gpu_catalog
-from configs.schema import GpuCatalog
+from configs.schema import HOST_CPU, GpuCatalog
 
 SERVING_DTYPE = "fp16"
+CPU_SERVING_DTYPE = "fp32"  # what models.runner runs on a CPU
 
 
 class ProfileError(ValueError):
@@ -89,7 +95,8 @@ def _dynamic_power(run: dict[str, Any], idle_w: float | None) -> float | None:
     return None
 
 
-def _points_of_file(path: Path, catalog: GpuCatalog) -> list[ProfilePoint]:
+def read_profile(path: Path) -> dict[str, Any]:
+    """A profile file's document, checked for its two top-level objects."""
     where = str(path)
     try:
         doc = json.loads(path.read_text())
@@ -99,8 +106,37 @@ def _points_of_file(path: Path, catalog: GpuCatalog) -> list[ProfilePoint]:
         raise ProfileError(f"{where}: not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("info"), dict) or not isinstance(doc.get("variants"), dict):
         raise ProfileError(f"{where}: expected an object with 'info' and 'variants' objects")
+    return doc
+
+
+def is_cpu_profile(info: dict[str, Any]) -> bool:
+    return info.get("device") == "cpu"
+
+
+def profile_catalog(paths: Iterable[str | Path], catalog: GpuCatalog | None = None) -> GpuCatalog:
+    """The catalog to predict with for these profiles: as it is, or — for a CPU profile — with the
+    host CPU entry fitted to the cores (`cpus_available`) and power figures (`idle_power_w`,
+    `max_power_w`, measured or estimated: gpu_node/cpu_profile.py) the file records."""
+    catalog = catalog or load_gpu_catalog()
+    first = next(iter(paths), None)
+    info = read_profile(Path(first))["info"] if first is not None else {}
+    if not is_cpu_profile(info):
+        return catalog
+    cores = int(info.get("cpus_available") or info.get("cpu_threads") or 1)
+
+    def watts(key: str) -> float | None:
+        return None if info.get(key) is None else float(info[key])
+
+    return catalog.with_type(catalog.get(HOST_CPU).scaled_to(cores, watts("idle_power_w"), watts("max_power_w")))
+
+
+def _points_of_file(path: Path, catalog: GpuCatalog) -> list[ProfilePoint]:
+    where = str(path)
+    doc = read_profile(path)
     info = doc["info"]
-    gpu_type = gpu_type_of(str(info.get("gpu", "")), catalog)
+    cpu = is_cpu_profile(info)
+    gpu_type = HOST_CPU if cpu else gpu_type_of(str(info.get("gpu", "")), catalog)
+    dtype = CPU_SERVING_DTYPE if cpu else SERVING_DTYPE
     frac = _sm_fraction(info, gpu_type, catalog, where)
     idle = info.get("idle_power_w")
     idle_w = float(idle) if idle is not None else None
@@ -109,7 +145,7 @@ def _points_of_file(path: Path, catalog: GpuCatalog) -> list[ProfilePoint]:
         if "error" in var:
             continue  # the variant failed to build on the profiling machine
         for i, run in enumerate(var.get("runs", [])):
-            if run.get("dtype") != SERVING_DTYPE:
+            if run.get("dtype") != dtype:
                 continue
             try:
                 points.append(ProfilePoint(
@@ -126,11 +162,12 @@ def _points_of_file(path: Path, catalog: GpuCatalog) -> list[ProfilePoint]:
 
 
 def load_points(paths: Iterable[str | Path], catalog: GpuCatalog | None = None) -> list[ProfilePoint]:
-    """All fp16 points of the given profile files; they must all come from one GPU type."""
+    """All serving-dtype points (fp16; fp32 on a CPU) of the given profile files; they must all come
+    from one GPU type."""
     catalog = catalog or load_gpu_catalog()
     points = [p for path in paths for p in _points_of_file(Path(path), catalog)]
     if not points:
-        raise ProfileError("no fp16 runs found in the given profile files")
+        raise ProfileError("no runs at the serving dtype (fp16 on a GPU, fp32 on a CPU) in the given profile files")
     types = {p.gpu_type for p in points}
     if len(types) > 1:
         raise ProfileError(f"profile files mix GPU types {sorted(types)}; fit one GPU type at a time")

@@ -107,10 +107,15 @@ def test_cli_writes_a_profile_the_performance_model_accepts(tmp_path):
         assert run["dtype"] == "fp32" and run["iters"] >= 3 and run["lat_ms_p50"] > 0
         assert run["energy_j"] is None  # no RAPL/NVML on this machine
 
-    # The planner's loader keys on a catalogued GPU and fp16 runs: a CUDA run writes both, a CPU
-    # run cannot. Relabelling exactly those two fields shows the rest of the shape is accepted.
+    # A CPU profile is the catalog's host CPU at its serving dtype (fp32), fitted to its own cores.
     models_performance = pytest.importorskip("models.performance")
-    doc["info"]["gpu"] = SHARED["info"]["gpu"]
+    cpu = models_performance.PerformanceModel.from_profiles([out])
+    assert cpu.reference_gpu_type == "CPU" and cpu.variants() == ["effnet:b0"]
+    lat = {r["batch"]: r["lat_ms_mean"] for r in entry["runs"]}
+    assert cpu.batch_latency_ms("effnet:b0", "CPU", 7, 2) == pytest.approx(lat[2], rel=0.5)
+    # A CUDA run writes a catalogued GPU and fp16 runs; relabelling exactly those fields (and the
+    # device) shows the rest of the shape is accepted as a GPU's profile.
+    doc["info"]["gpu"], doc["info"]["device"] = SHARED["info"]["gpu"], "cuda"
     for run in entry["runs"]:
         run["dtype"] = "fp16"
     relabelled = tmp_path / "as-gpu.json"
@@ -157,7 +162,7 @@ def test_profile_mps_shares_one_process_each_with_the_daemon_running(tmp_path, m
     assert {p: d["info"]["mps_active_thread_pct"] for p, d in docs.items()} == {29: "29", 100: "100"}
     for doc in docs.values():
         assert [list(r) for r in doc["variants"]["effnet:b0"]["runs"]] == [SHARED_RUN_KEYS] * 2
-        doc["info"]["gpu"] = SHARED["info"]["gpu"]  # relabelled as in the test above: a CPU has no catalog entry
+        doc["info"]["gpu"], doc["info"]["device"] = SHARED["info"]["gpu"], "cuda"  # relabelled as in the test above
         for run in doc["variants"]["effnet:b0"]["runs"]:
             run["dtype"] = "fp16"
     paths = []

@@ -24,6 +24,8 @@ class LoopSpec:
     time_scale: float
     run_dir: str
     echo: bool = True
+    # Profile files of the device the replicas run on (real execution); () : the bundled H100 model.
+    profiles: tuple[str, ...] = ()
 
 
 def known_service(name: str) -> Service:
@@ -61,9 +63,11 @@ def build_loop(spec: LoopSpec, *, nodes: frozenset[str] | None = None) -> Contro
     from controller.loop.replicas import ServeReplicas
     from controller.loop.state import StateStore
     from controller.serving.control_bus import BusClient, bus_handle
+    from models.performance import PerformanceModel
 
     run_dir = Path(spec.run_dir)
-    loop = ControlLoop(spec.settings, events=RunLog(run_dir, echo=spec.echo),
+    perf = PerformanceModel.from_profiles(spec.profiles) if spec.profiles else None
+    loop = ControlLoop(spec.settings, events=RunLog(run_dir, echo=spec.echo), perf=perf,
                        carbon=make_source(spec.carbon_source, time_scale=spec.time_scale),
                        fleet=RayFleet(nodes), runtime=ServeReplicas(), bus=BusClient(bus_handle()),
                        store=StateStore(state_path(run_dir)))

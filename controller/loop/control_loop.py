@@ -113,11 +113,12 @@ class ControlLoop:
                                              on_interval)
         self._overload = TrafficWindow(bus)
         resumed = self.desired is not None and self.desired.plan is not None
+        device = settings.device.fields() if settings.device else {}
         events.event("start", f"controller for {settings.service}: λ={settings.lam}, SLA {settings.sla:.1f} ms, "
-                              f"{len(gpus)} GPUs" + (f", resuming desired plan v{self.desired.version}"
-                                                     if resumed and self.desired else ""),
+                              f"{len(gpus)} GPUs" + (f" ({device['device']}, meter {device['meter']})" if device else "")
+                     + (f", resuming desired plan v{self.desired.version}" if resumed and self.desired else ""),
                      service=settings.service, lam=settings.lam, sla_ms=settings.sla,
-                     carbon_source=carbon.name, gpus=sorted(gpus.items()), resumed=resumed)
+                     carbon_source=carbon.name, gpus=sorted(gpus.items()), resumed=resumed, **device)
 
     # -- the plan ---------------------------------------------------------------------------------
     @property

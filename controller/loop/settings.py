@@ -5,7 +5,19 @@ settings in place, so every part of the loop sees one consistent set per tick.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class RunDevice:
+    """What the replicas of a real-execution run run on, as run.log and the demo's summary name it."""
+
+    device: str  # "CPU (8 cores, x86_64)"
+    profile: str  # the performance profile the planner predicts with
+    meter: str  # "RAPL", "RAPL (estimated: not readable)", "NVML"
+
+    def fields(self) -> dict[str, str]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,7 @@ class LoopSettings:
     # How often the reconciler compares what runs with the desired state and converges (seconds).
     reconcile_every_s: float = 2.0
     ingress_replicas: int = 2
+    device: RunDevice | None = None  # real execution: the device, profile and meter (None: simulated GPUs)
 
     @property
     def sla(self) -> float:
