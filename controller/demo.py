@@ -27,14 +27,19 @@ from typing import TYPE_CHECKING, Any
 
 from configs.cli import service_name
 from controller.loop.settings import RunDevice
+from controller.planning.load_forecast import ForecastParams
+from loadgen.arrivals import RateTrace, load_rate_trace
 from loadgen.run_cmd import parse_duration
 
 if TYPE_CHECKING:
     from configs.schema import Service
+    from controller.loop.control_loop import ControlLoop
     from gpu_node.real_device import RealDevice
+    from loadgen.results import LoadResult
     from models.protocol import PerfModel
 
-SUMMARY_KEYS = ("requests_sent", "requests_ok", "requests_failed", "reconfigurations", "carbon_g",
+SUMMARY_KEYS = ("requests_sent", "requests_ok", "requests_failed", "reconfigurations", "mig_layout_changes",
+                "variant_swaps", "carbon_g",
                 "baseline_carbon_g", "carbon_saving_pct", "accuracy", "baseline_accuracy", "p95_ms", "sla_ms",
                 "client_p95_ms", "device", "profile", "meter")
 DEMO_NODE = "node0"
@@ -42,6 +47,8 @@ TRACE_DAY_S = 86400.0
 SIMULATED = RunDevice("2× H100-80GB (MIG), simulated", "bundled h100-sxm_*.json (performance model)",
                       "simulated (performance model)")
 LONE_REQUEST_RPS = 1e-6  # a rate at which no request ever waits for another
+DEMO_RATE_TRACE = "azure_llm_2023_conv"
+DEMO_PEAK_RPS = 30.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=parse_duration, default=120.0, help="load duration: 120s, 2m, … (default 120s)")
     parser.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     parser.add_argument("--rate", type=float, default=None,
-                        help="offered load in requests/s (default 20; 2 with --execution real)")
+                        help="offered load in requests/s: the busiest moment's rate with --rate-trace (default "
+                             f"{DEMO_PEAK_RPS:g}), else constant (2 with --execution real)")
+    parser.add_argument("--rate-trace", default=DEMO_RATE_TRACE, metavar="NAME|FILE|none",
+                        help="request-rate trace played once over --duration, scaled so its busiest moment runs "
+                             f"at --rate (default {DEMO_RATE_TRACE}: an hour of real Azure arrivals, CC-BY 4.0); "
+                             "'none' for a constant rate (the default with --execution real)")
     parser.add_argument("--variants", default=None,
                         help="comma-separated variants the planner may use (default: all; with --execution real "
                              "the two smallest, which run in real time on a laptop CPU)")
@@ -67,6 +79,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile-seconds", type=float, default=None, metavar="S",
                         help="with --execution real on a CPU: seconds timed per variant and batch when "
                              "profiling it (default 1)")
+
+
+def demo_trace(rate_rps: float, rate_trace: str, duration_s: float) -> RateTrace:
+    """The demo's load: the trace played once over the run (its hour compressed into `duration_s`),
+    scaled so that its busiest twentieth of the run offers `rate_rps`; or a constant rate."""
+    if rate_trace == "none":
+        return RateTrace.constant(rate_rps)
+    trace = load_rate_trace(rate_trace)
+    span = trace.period_s or trace.starts[-1] or duration_s
+    return trace.scaled(time=duration_s / span).with_peak(rate_rps, duration_s, block_s=duration_s / 20)
+
+
+def demo_forecast(duration_s: float) -> ForecastParams:
+    """The load-forecast windows scaled like the demo's clock (a day of carbon, an hour of
+    arrivals in `duration_s`): blocks of a twentieth of the run, the peak of a quarter of it."""
+    return ForecastParams(block_s=duration_s / 20, peak_window_s=duration_s / 4)
 
 
 def free_port() -> int:
@@ -104,7 +132,8 @@ def prepare_real(service: Service, variants: tuple[str, ...], rate_rps: float, t
     return device, real_sla_ms(service, device.gpus, perf, rate_rps)
 
 
-def summarise(load: Any, loop: Any, reconfigurations: int, slice_p95_ms: float) -> dict[str, Any]:
+def summarise(load: LoadResult, loop: ControlLoop, reconfigurations: int, slice_p95_ms: float, layout_changes: int = 0,
+              variant_swaps: int = 0) -> dict[str, Any]:
     """The demo's summary.json, exactly SUMMARY_KEYS.
 
     `p95_ms` is the p95 of the time requests spent on their MIG slice (batching, queue and
@@ -119,6 +148,8 @@ def summarise(load: Any, loop: Any, reconfigurations: int, slice_p95_ms: float) 
         "requests_ok": load.ok,
         "requests_failed": load.failed,
         "reconfigurations": reconfigurations,
+        "mig_layout_changes": layout_changes,
+        "variant_swaps": variant_swaps,
         "carbon_g": round(t.carbon_g, 4),
         "baseline_carbon_g": round(t.baseline_carbon_g, 4),
         "carbon_saving_pct": round(t.saved_pct or 0.0, 2),
@@ -146,7 +177,8 @@ def print_table(summary: dict[str, Any], service: str) -> None:
     t.add_row("p95 at the client (ms)", f"{summary['client_p95_ms']:.1f}", "+ HTTP/Serve path")
     t.add_row("requests ok / sent", f"{summary['requests_ok']} / {summary['requests_sent']}", "")
     t.add_row("failed requests", str(summary["requests_failed"]), "")
-    t.add_row("re-partitions", str(summary["reconfigurations"]), "")
+    t.add_row("MIG layout changes", str(summary["mig_layout_changes"]), "instances destroyed/created")
+    t.add_row("variant swaps", str(summary["variant_swaps"]), "on unchanged slices")
     for key in ("device", "profile", "meter"):
         t.add_row(key, summary[key], "")
     Console().print(t)
@@ -155,7 +187,8 @@ def print_table(summary: dict[str, Any], service: str) -> None:
 def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None = None, execution: str = "simulated",
              lam: float = 0.5, carbon_source: str = "trace:clover_ciso-march_49h", replan_every: float = 10.0,
              port: int = 0, echo: bool = True, variants: str | None = None, log_level: str = "info",
-             profiles: Sequence[str] = (), profile_seconds: float | None = None) -> dict[str, Any]:
+             profiles: Sequence[str] = (), profile_seconds: float | None = None,
+             rate_trace: str = DEMO_RATE_TRACE) -> dict[str, Any]:
     """Run the demo and return the summary (also written to out/summary.json).
 
     With `execution="real"` the replicas run the real networks on this machine's device; without
@@ -169,24 +202,28 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
     from controller.loop.settings import LoopSettings
     from controller.serving.runtime import init_ray, shutdown, start_serving
     from gpu_node.agent import AgentConfig, start_agent
-    from loadgen.arrivals import RateTrace
     from loadgen.generator import run_load_sync
     from loadgen.payloads import load_payloads
+    from loadgen.timeline import write_timeline
 
     svc = known_service(service)
     if execution != "real" and (profiles or profile_seconds):
         raise ValueError("--profile and --profile-seconds describe the device of --execution real; add it")
     if execution == "real":
         variants = variants or ",".join(v.name for v in svc.variants[:2])
-    rate = rate if rate is not None else (2.0 if execution == "real" else 20.0)
+    if execution == "real" and rate_trace == DEMO_RATE_TRACE:
+        rate_trace = "none"  # a laptop CPU serves a steady trickle, not bursts
+    rate = rate if rate is not None else (2.0 if execution == "real" else DEMO_PEAK_RPS)
+    trace = demo_trace(rate, rate_trace, duration_s)
     if out.exists():
         for name in ("run.log", "run.jsonl", "emissions.csv", "summary.json", "node-state", "state"):
             p = out / name
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    settings = LoopSettings(service, lam, None, replan_every, rate, execution=execution,
-                            variants=allowed_variants(svc, variants), reconcile_every_s=min(2.0, replan_every))
+    settings = LoopSettings(service, lam, None, replan_every, trace.mean_rate(duration_s), execution=execution,
+                            variants=allowed_variants(svc, variants), reconcile_every_s=min(2.0, replan_every),
+                            forecast=demo_forecast(duration_s))
     state_dir = str(out / "node-state")
     node = AgentConfig(DEMO_NODE, gpus=2, gpu_type="H100-80GB", state_dir=state_dir)
     device_profiles: tuple[str, ...] = ()
@@ -207,18 +244,21 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
         setup_logging(log_level, runlog=loop.events)
         loop.start()  # first deployment, before any load
         first_steps = loop.stats.reconfigurations
+        first_layouts, first_swaps = loop.rollout.layout_changes, loop.rollout.variant_swaps
         run_traffic = TrafficWindow(bus)
         worker = threading.Thread(target=loop.run, name="control-loop", daemon=True)
         worker.start()
         try:
-            load = run_load_sync(f"http://127.0.0.1:{port}", service, RateTrace.constant(rate), duration_s,
+            load = run_load_sync(f"http://127.0.0.1:{port}", service, trace, duration_s,
                                  load_payloads(svc.input, None, seed=1), seed=1)
         finally:
             loop.stop()
             worker.join()
         loop.finish()
         served, _ = run_traffic.take()
-        summary = summarise(load, loop, loop.stats.reconfigurations - first_steps, served.p_ms(0.95) or 0.0)
+        summary = summarise(load, loop, loop.stats.reconfigurations - first_steps, served.p_ms(0.95) or 0.0,
+                            loop.rollout.layout_changes - first_layouts, loop.rollout.variant_swaps - first_swaps)
+        write_timeline(load, out / "timeline.csv", sla_ms=loop.settings.sla)
         loop.events.event("end", f"demo finished: {summary['carbon_saving_pct']:.1f}% carbon saved vs base, "
                                  f"{summary['requests_failed']} failed requests", summary=summary)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -233,7 +273,8 @@ def run(args: argparse.Namespace) -> int:
         summary = run_demo(args.service, args.duration, Path(args.out), rate=args.rate, execution=args.execution,
                            lam=args.lam, carbon_source=args.carbon_source, replan_every=args.replan_every,
                            port=args.port, variants=args.variants, log_level=args.log_level,
-                           profiles=args.profiles or (), profile_seconds=args.profile_seconds)
+                           profiles=args.profiles or (), profile_seconds=args.profile_seconds,
+                           rate_trace=args.rate_trace)
     except ValueError as exc:
         print(f"controller demo: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""The plan diff (controller/planning/plan.py) and the loop's planning rate."""
+"""The plan diff (controller/planning/plan.py)."""
 from controller.planning.plan import (
     GpuPlan,
     Plan,
@@ -52,11 +52,3 @@ def test_plan_with_a_gpu_removed_is_a_change():
     a, b = gpu((P7, "yolo11x", 8)), gpu((P7, "yolo11x", 8), gid="n1/gpu0")
     assert plan_changed(Plan("yolo", (a, b)), Plan("yolo", (a,)))
     assert plan_changed(None, Plan("yolo", (a,)))
-
-
-def test_planning_rate_scales_up_at_once_and_never_below_the_expected_rate():
-    from controller.loop.control_loop import planning_rate
-
-    assert planning_rate(20.0, []) == 20.0
-    assert planning_rate(20.0, [3.0]) == 20.0  # a partial first interval never shrinks capacity
-    assert planning_rate(5.0, [3.0, 40.0, 12.0]) == 40.0  # the window's peak, not the last reading

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -25,6 +24,7 @@ from controller.accounting.attribution import Accountant, IntervalAccount
 from controller.accounting.metrics import AccountingTotals, ReplicaPlacement
 from controller.carbon.base import CarbonSource
 from controller.loop.interval import IntervalAccounting, IntervalResult, TrafficWindow
+from controller.loop.load import LoadTracker
 from controller.loop.ports import EventSink, Fleet, ReplicaRuntime
 from controller.loop.reconciler import Reconciler, ReconcileReport
 from controller.loop.rollout import Rollout, StepContext, StepOutcome
@@ -41,22 +41,10 @@ from models.performance import PerformanceModel
 
 log = logging.getLogger(__name__)
 
-RATE_WINDOW = 3  # intervals of measured load the next plan must carry
 OVERLOAD_MIN_REQUESTS = 20  # fewer requests than this in the check window say nothing about p95
 OVERLOAD_WINDOW_S = 10.0  # the overload check looks at this much traffic at a time
 OVERLOAD_SHED = 0.05  # requests turned away (503 saturated) above this share of the offered ones: overload
 OVERLOAD_GROWTH = 1.25  # capacity asked for on overload: this × the offered rate
-
-
-def planning_rate(expected_rps: float, recent_rps: list[float]) -> float:
-    """The rate the next plan is sized for: the peak of the last few intervals, never below
-    the operator's expected rate (`--rate`).
-
-    Capacity goes up as soon as load rises but comes down only once a whole window was
-    quieter, and a partial interval (load that started mid-interval) never shrinks it: sizing
-    to one low reading would turn the next burst away with 503s.
-    """
-    return max([expected_rps, *recent_rps])
 
 
 @dataclass
@@ -83,7 +71,6 @@ class ControlLoop:
         self._stop = threading.Event()
         self._forced: Plan | None = None
         self._replan_now: str | None = None
-        self._recent_rates: deque[float] = deque(maxlen=RATE_WINDOW)
         self.routes = Routes(bus, events)
         self.rollout = Rollout(fleet, runtime, self.routes, events)
         self.reconciler = Reconciler(fleet, runtime, self.routes, self.rollout, events)
@@ -112,6 +99,8 @@ class ControlLoop:
         self.accounting = IntervalAccounting(self.accountant, TrafficWindow(bus), fleet, events, self.totals,
                                              on_interval)
         self._overload = TrafficWindow(bus)
+        self._arrivals = TrafficWindow(bus)
+        self.load = LoadTracker(settings.rate_rps, settings.reconcile_every_s, settings.forecast)
         resumed = self.desired is not None and self.desired.plan is not None
         device = settings.device.fields() if settings.device else {}
         events.event("start", f"controller for {settings.service}: λ={settings.lam}, SLA {settings.sla:.1f} ms, "
@@ -216,9 +205,19 @@ class ControlLoop:
     # -- accounting -------------------------------------------------------------------------------
     def account(self) -> IntervalResult:
         result = self.accounting.account(self.running(), self.carbon_now, self.settings.pue, self.settings.sla)
-        self._recent_rates.append(result.offered_rps)
-        self.rate_rps = planning_rate(self.settings.rate_rps, list(self._recent_rates))
         return result
+
+    def _track_load(self) -> None:
+        """One bin of offered load; the planning rate follows the forecast, and a load that left
+        the band the current plan was sized for asks for a re-plan now."""
+        traffic, seconds = self._arrivals.take()
+        self.load.observe(traffic.requests() + traffic.failures(), seconds)
+        self.rate_rps = self.load.plan_rps()
+        if self.desired is not None and self._replan_now is None:
+            reason = self.load.replan_reason(self.desired.rate_rps)
+            if reason:
+                self.events.event("load", reason, rate_rps=self.rate_rps, sized_rps=self.desired.rate_rps)
+                self._replan_now = "load"
 
     def _check_overload(self) -> None:
         """Re-plan for more capacity at once when, over the last OVERLOAD_WINDOW_S, the slices'
@@ -238,7 +237,7 @@ class ControlLoop:
                                           f"{saturated} turned away at {offered:.1f} req/s: re-planning for "
                                           f"{want:.1f} req/s", p95_ms=p95, offered_rps=offered, rate_rps=want)
             self.rate_rps = want
-            self._recent_rates.append(want)
+            self.load.raise_floor(want)
             self._replan_now = "overload"
 
     # -- operator commands --------------------------------------------------------------------------
@@ -290,6 +289,7 @@ class ControlLoop:
         self.publish_status()
         self.accounting.reset()
         self._overload.take()
+        self._arrivals.take()
 
     def tick(self) -> None:
         """One whole interval: account, commands, carbon, re-plan, converge, publish."""
@@ -302,7 +302,8 @@ class ControlLoop:
         self.publish_status()
 
     def step_once(self) -> None:
-        """Between intervals: commands, overload, converge, publish (every `reconcile_every_s`)."""
+        """Between intervals: load, overload, converge, publish (every `reconcile_every_s`)."""
+        self._track_load()
         self._check_overload()
         if self._replan_now:
             reason, self._replan_now = self._replan_now, None

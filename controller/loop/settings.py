@@ -5,7 +5,9 @@ settings in place, so every part of the loop sees one consistent set per tick.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+
+from controller.planning.load_forecast import ForecastParams
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class LoopSettings:
     # How often the reconciler compares what runs with the desired state and converges (seconds).
     reconcile_every_s: float = 2.0
     ingress_replicas: int = 2
+    # The load forecast and band rule (controller/planning/load_forecast.py), in wall seconds.
+    forecast: ForecastParams = field(default_factory=ForecastParams)
     device: RunDevice | None = None  # real execution: the device, profile and meter (None: simulated GPUs)
 
     @property

@@ -32,15 +32,12 @@ from typing import Any
 
 from ray import serve
 
+from controller.serving.batcher import GreedyBatcher
 from mig.leases import RENEW_EVERY_S
 
 REPLICA_PREFIX = "replica-"  # every slice-replica application name starts so
 REPLICA_CPUS = 0.05  # fractional so a 2-core demo machine holds 14 replicas
 MAX_ONGOING = 256  # Serve's default (5) throttles a replica to ~15 req/s; the router bounds queues
-# Greedy batching: a batch takes whatever is queued when the slice frees up, as the planner's
-# queueing model (controller/planning/queueing.py) assumes; waiting to fill a batch would add latency the
-# model does not predict.
-BATCH_WAIT_S = 0.0
 
 
 @dataclass(frozen=True)
@@ -111,8 +108,7 @@ class SliceReplica:
 
             self._check = preprocess.decode_image if self.spec.input == "image" else preprocess.parse_qa
             self._perf = PerformanceModel.default()
-        self._run_batch.set_max_batch_size(self.spec.batch)
-        self._run_batch.set_batch_wait_timeout_s(BATCH_WAIT_S)
+        self._batcher: GreedyBatcher[bytes, dict[str, Any]] = GreedyBatcher(self._run_batch, self.spec.batch)
         await self._renew_lease()
         self._lease_task = asyncio.get_running_loop().create_task(self._keep_lease())
 
@@ -162,7 +158,7 @@ class SliceReplica:
             if self._runner is None:  # reject malformed input before batching: it fails alone
                 await asyncio.to_thread(self._check, payload)  # CPU decode off the event loop
             t0 = time.perf_counter()
-            result = dict(await self._run_batch(payload))
+            result = dict(await self._batcher.submit(payload))
         except PayloadError as exc:
             return _error(exc.status, str(exc))
         finally:
@@ -172,9 +168,8 @@ class SliceReplica:
         result["replica_ms"] = (time.perf_counter() - t0) * 1000.0
         return result
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=BATCH_WAIT_S)
     async def _run_batch(self, payloads: list[bytes]) -> list[dict[str, Any]]:
-        """One batch on the slice; Serve runs one batch at a time per replica, like a GPU queue."""
+        """One batch on the slice; the batcher runs one batch at a time, like a GPU queue."""
         t0 = time.perf_counter()
         agent = self._agent_handle()
         if agent is not None:  # fire-and-forget, as the batch starts: the device's busy interval begins now
