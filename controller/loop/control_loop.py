@@ -164,12 +164,17 @@ class ControlLoop:
                                   f"({reason}): {describe(target)}", plan=target.to_json(), reason=reason,
                           predicted_carbon_g_per_h=p.carbon_g_per_h, predicted_accuracy=p.accuracy,
                           predicted_p95_ms=p.p95_ms, solve_ms=(time.perf_counter() - t0) * 1000.0, changed=changed)
-        self._set_desired(target)
+        self._set_desired(target, pinned=forced is not None)
 
-    def _set_desired(self, plan: Plan) -> None:
+    @property
+    def pinned(self) -> bool:
+        """An operator forced the current plan: only the timer or a config change re-plans."""
+        return self.desired is not None and self.desired.pinned
+
+    def _set_desired(self, plan: Plan, pinned: bool = False) -> None:
         s = self.settings
         base = self.desired or DesiredState(0, None, s.lam, s.sla, self.rate_rps, time.time())
-        self.desired = replace(base.with_plan(plan, self.rate_rps), lam=s.lam, sla_ms=s.sla)
+        self.desired = replace(base.with_plan(plan, self.rate_rps, pinned), lam=s.lam, sla_ms=s.sla)
         self.store.save(self.desired)
 
     # -- converging -------------------------------------------------------------------------------
@@ -185,7 +190,7 @@ class ControlLoop:
                                     if o in (StepOutcome.ROLLED_BACK, StepOutcome.FAILED))
         if report.reverted and self.plan is not None:  # what runs after a rollback is what we now want
             reverted = tuple(report.reverted.get(g.gpu_id, g) for g in self.plan.gpus)
-            self._set_desired(replace(self.plan, gpus=reverted))
+            self._set_desired(replace(self.plan, gpus=reverted), pinned=self.pinned)
         if set(report.serving_gpus) != set(self.gpus):
             gone, new = set(self.gpus) - set(report.serving_gpus), set(report.serving_gpus) - set(self.gpus)
             self.events.event("fleet", f"GPUs changed: lost {sorted(gone)}, found {sorted(new)}; re-planning",
@@ -213,7 +218,7 @@ class ControlLoop:
         traffic, seconds = self._arrivals.take()
         self.load.observe(traffic.requests() + traffic.failures(), seconds)
         self.rate_rps = self.load.plan_rps()
-        if self.desired is not None and self._replan_now is None:
+        if self.desired is not None and self._replan_now is None and not self.pinned:
             reason = self.load.replan_reason(self.desired.rate_rps)
             if reason:
                 self.events.event("load", reason, rate_rps=self.rate_rps, sized_rps=self.desired.rate_rps)
@@ -225,6 +230,8 @@ class ControlLoop:
         if self._overload.elapsed() < OVERLOAD_WINDOW_S:
             return
         traffic, seconds = self._overload.take()
+        if self.pinned:
+            return
         p95 = traffic.p_ms(0.95)
         n = traffic.requests() + traffic.failures()
         if n < OVERLOAD_MIN_REQUESTS or p95 is None:

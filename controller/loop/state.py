@@ -32,18 +32,23 @@ class DesiredState:
     sla_ms: float
     rate_rps: float  # the rate the plan was sized for
     updated_at: float
+    # An operator's `POST /v1/plan`: automatic re-plans (load band, overload) leave it alone until
+    # the next interval or a config change. Persisted, so a restarted controller keeps honouring it.
+    pinned: bool = False
 
-    def with_plan(self, plan: Plan, rate_rps: float) -> DesiredState:
-        return replace(self, version=self.version + 1, plan=plan, rate_rps=rate_rps, updated_at=time.time())
+    def with_plan(self, plan: Plan, rate_rps: float, pinned: bool = False) -> DesiredState:
+        return replace(self, version=self.version + 1, plan=plan, rate_rps=rate_rps, updated_at=time.time(),
+                       pinned=pinned)
 
     def to_json(self) -> dict[str, object]:
         return {"format": FORMAT, "version": self.version, "plan": self.plan.to_json() if self.plan else None,
-                "lambda": self.lam, "sla_ms": self.sla_ms, "rate_rps": self.rate_rps, "updated_at": self.updated_at}
+                "lambda": self.lam, "sla_ms": self.sla_ms, "rate_rps": self.rate_rps, "updated_at": self.updated_at,
+                "pinned": self.pinned}
 
     @classmethod
     def from_json(cls, d: dict) -> DesiredState:
         return cls(int(d["version"]), Plan.from_json(d["plan"]) if d.get("plan") else None, float(d["lambda"]),
-                   float(d["sla_ms"]), float(d["rate_rps"]), float(d["updated_at"]))
+                   float(d["sla_ms"]), float(d["rate_rps"]), float(d["updated_at"]), bool(d.get("pinned", False)))
 
 
 class StateStore:

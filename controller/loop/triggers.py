@@ -1,0 +1,82 @@
+"""Why the loop re-plans between intervals: the load left its band, or the slices are overloaded.
+
+Both read the ingress counters through their own `TrafficWindow`, so they see every request once
+whatever the accounting does. The load trigger feeds one bin per reconcile tick into the
+`LoadTracker` (the rate the next plan is sized for) and asks for a re-plan when that rate has left
+the band the current plan was sized for. The overload trigger looks at `OVERLOAD_WINDOW_S` of
+traffic at a time and asks for more capacity at once when the p95 on the slices exceeds the SLA
+or the ingress turned a real share of the requests away, instead of waiting for the timer.
+A plan pinned by the operator (`POST /v1/plan`) is left alone by both.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.loop.interval import TrafficWindow
+from controller.loop.load import LoadTracker
+from controller.loop.ports import EventSink
+from controller.planning.load_forecast import ForecastParams
+from controller.serving.control_bus import BusClient
+
+OVERLOAD_MIN_REQUESTS = 20  # fewer requests than this in the check window say nothing about p95
+OVERLOAD_WINDOW_S = 10.0  # the overload check looks at this much traffic at a time
+OVERLOAD_SHED = 0.05  # requests turned away (503 saturated) above this share of the offered ones: overload
+OVERLOAD_GROWTH = 1.25  # capacity asked for on overload: this × the offered rate
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The rate to plan for now, and why to re-plan before the next interval (None: no need)."""
+    rate_rps: float
+    reason: str | None
+
+
+class ReplanTriggers:
+    def __init__(self, bus: BusClient, events: EventSink, expected_rps: float, bin_s: float,
+                 params: ForecastParams) -> None:
+        self.events = events
+        self.load = LoadTracker(expected_rps, bin_s, params)
+        self._arrivals = TrafficWindow(bus)
+        self._overload = TrafficWindow(bus)
+
+    def reset(self) -> None:
+        """Forget the traffic so far (the first plan is deployed; measuring starts now)."""
+        self._arrivals.take()
+        self._overload.take()
+
+    def check(self, sized_rps: float | None, sla_ms: float, pinned: bool) -> Verdict:
+        """One reconcile tick: `sized_rps` is the rate the desired plan was sized for (None: no plan)."""
+        traffic, seconds = self._arrivals.take()
+        self.load.observe(traffic.requests() + traffic.failures(), seconds)
+        rate, reason = self.load.plan_rps(), None
+        if sized_rps is not None and not pinned:
+            left = self.load.replan_reason(sized_rps)
+            if left:
+                self.events.event("load", left, rate_rps=rate, sized_rps=sized_rps)
+                reason = "load"
+        overload = self._check_overload(rate, sla_ms, pinned)
+        if overload is not None:
+            return Verdict(overload, "overload")
+        return Verdict(rate, reason)
+
+    def _check_overload(self, rate_rps: float, sla_ms: float, pinned: bool) -> float | None:
+        """The rate to re-plan for when the last window was overloaded, else None."""
+        if self._overload.elapsed() < OVERLOAD_WINDOW_S:
+            return None
+        traffic, seconds = self._overload.take()
+        if pinned:
+            return None
+        p95 = traffic.p_ms(0.95)
+        n = traffic.requests() + traffic.failures()
+        if n < OVERLOAD_MIN_REQUESTS or p95 is None:
+            return None
+        saturated = traffic.failures_by_kind().get("saturated", 0)
+        if p95 <= sla_ms and saturated <= OVERLOAD_SHED * n:
+            return None
+        offered = n / seconds
+        want = max(rate_rps, offered * OVERLOAD_GROWTH)
+        self.events.event("overload", f"p95 on the slices {p95:.1f} ms vs SLA {sla_ms:.1f} ms, "
+                                      f"{saturated} turned away at {offered:.1f} req/s: re-planning for "
+                                      f"{want:.1f} req/s", p95_ms=p95, offered_rps=offered, rate_rps=want)
+        self.load.raise_floor(want)
+        return want
