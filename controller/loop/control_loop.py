@@ -10,6 +10,10 @@ as soon as the p95 on the slices exceeds the SLA, instead of waiting for the tim
 Everything the loop needs to resume lives outside this process: the desired plan on disk, what
 runs in Serve and on the node agents, routing on the control bus. `ControlLoop` holds only caches
 of them, so `kill -9` and the same command again resumes without restarting a replica.
+
+`ControlLoop` is the sequence and the state it caches; each concern it sequences has its own
+module: re-plan triggers (triggers.py), carbon readings (carbon_feed.py), the planner's view of the
+service (service_model.py), convergence (reconciler.py, rollout.py), accounting (interval.py).
 """
 from __future__ import annotations
 
@@ -23,8 +27,8 @@ from configs import load_services
 from controller.accounting.attribution import Accountant, IntervalAccount
 from controller.accounting.metrics import AccountingTotals, ReplicaPlacement
 from controller.carbon.base import CarbonSource
+from controller.loop.carbon_feed import CarbonFeed
 from controller.loop.interval import IntervalAccounting, IntervalResult, TrafficWindow
-from controller.loop.load import LoadTracker
 from controller.loop.ports import EventSink, Fleet, ReplicaRuntime
 from controller.loop.reconciler import Reconciler, ReconcileReport
 from controller.loop.rollout import Rollout, StepContext, StepOutcome
@@ -32,6 +36,7 @@ from controller.loop.routes import Routes
 from controller.loop.service_model import ServiceModel
 from controller.loop.settings import LoopSettings
 from controller.loop.state import DesiredState, StateStore
+from controller.loop.triggers import ReplanTriggers
 from controller.loop.view import actual_gpu_plan
 from controller.planning.model import base_p95_ms
 from controller.planning.plan import GpuPlan, Plan, plan_changed
@@ -40,12 +45,6 @@ from controller.serving.control_bus import BusClient, Command, ConfigCommand, Js
 from models.performance import PerformanceModel
 
 log = logging.getLogger(__name__)
-
-OVERLOAD_MIN_REQUESTS = 20  # fewer requests than this in the check window say nothing about p95
-OVERLOAD_WINDOW_S = 10.0  # the overload check looks at this much traffic at a time
-OVERLOAD_SHED = 0.05  # requests turned away (503 saturated) above this share of the offered ones: overload
-OVERLOAD_GROWTH = 1.25  # capacity asked for on overload: this × the offered rate
-
 
 @dataclass
 class LoopStats:
@@ -61,13 +60,11 @@ class ControlLoop:
                  runtime: ReplicaRuntime, bus: BusClient, store: StateStore, perf: PerformanceModel | None = None,
                  on_interval: Callable[[IntervalAccount], None] | None = None) -> None:
         self.events = events
-        self.carbon = carbon
         self.bus = bus
         self.store = store
         self.perf = perf or PerformanceModel.default()
         self.service = load_services().get(settings.service)
         self.stats = LoopStats()
-        self.carbon_now = 0.0
         self._stop = threading.Event()
         self._forced: Plan | None = None
         self._replan_now: str | None = None
@@ -75,17 +72,7 @@ class ControlLoop:
         self.rollout = Rollout(fleet, runtime, self.routes, events)
         self.reconciler = Reconciler(fleet, runtime, self.routes, self.rollout, events)
         self.desired = store.load()
-        view = fleet.observe()
-        gpus = {gid: g.handle.gpu_type for gid, g in view.gpus.items() if g.enabled}
-        for gid, g in view.gpus.items():
-            if not g.enabled:
-                events.event("error", f"{gid}: MIG mode is off; run `gpu-node mig enable`; GPU not used",
-                             where="discover", error="mig disabled")
-        if self.desired is not None and self.desired.plan is not None:
-            gpus.update({g.gpu_id: g.gpu_type for g in self.desired.plan.gpus})
-        if not gpus:
-            raise RuntimeError("no GPU to serve on: no node agent answered with a MIG-enabled GPU; run "
-                               "`gpu-node setup --system` on each GPU node (and `gpu-node mig enable`)")
+        gpus = discover_gpus(fleet, self.desired, events)
         self.gpus = gpus
         if settings.sla_ms is None:
             settings = replace(settings, sla_ms=base_p95_ms(self.service, sorted(gpus.items()), self.perf,
@@ -96,18 +83,11 @@ class ControlLoop:
         self.rate_rps = max(settings.rate_rps, self.desired.rate_rps if self.desired else 0.0)
         self.accountant = Accountant(self.service, gpus, self.perf)
         self.totals = AccountingTotals()
+        self.carbon = CarbonFeed(carbon, events, self.totals)
         self.accounting = IntervalAccounting(self.accountant, TrafficWindow(bus), fleet, events, self.totals,
                                              on_interval)
-        self._overload = TrafficWindow(bus)
-        self._arrivals = TrafficWindow(bus)
-        self.load = LoadTracker(settings.rate_rps, settings.reconcile_every_s, settings.forecast)
-        resumed = self.desired is not None and self.desired.plan is not None
-        device = settings.device.fields() if settings.device else {}
-        events.event("start", f"controller for {settings.service}: λ={settings.lam}, SLA {settings.sla:.1f} ms, "
-                              f"{len(gpus)} GPUs" + (f" ({device['device']}, meter {device['meter']})" if device else "")
-                     + (f", resuming desired plan v{self.desired.version}" if resumed and self.desired else ""),
-                     service=settings.service, lam=settings.lam, sla_ms=settings.sla,
-                     carbon_source=carbon.name, gpus=sorted(gpus.items()), resumed=resumed, **device)
+        self.triggers = ReplanTriggers(bus, events, settings.rate_rps, settings.reconcile_every_s, settings.forecast)
+        log_start(events, settings, gpus, carbon.name, self.desired)
 
     # -- the plan ---------------------------------------------------------------------------------
     @property
@@ -122,21 +102,9 @@ class ControlLoop:
     def _ctx(self) -> StepContext:
         return StepContext(self.model, self.rate_rps, self.carbon_now)
 
-    def read_carbon(self) -> float:
-        reading = self.carbon.current()
-        self.carbon_now = float(reading.value_gco2_per_kwh)
-        self.totals.observe_carbon(reading)
-        self.events.event("carbon", f"carbon intensity {self.carbon_now:.0f} gCO2/kWh", value=self.carbon_now,
-                          source=reading.source, stale=reading.stale)
-        return self.carbon_now
-
-    def _forecast(self) -> tuple[float, ...]:
-        try:
-            return tuple(r.value_gco2_per_kwh for r in self.carbon.forecast(self.settings.forecast_hours))
-        except Exception as exc:  # noqa: BLE001 - no forecast: plan on the current value alone
-            self.events.event("warning", f"no carbon forecast ({exc}); planning without switching cost",
-                              where="forecast")
-            return ()
+    @property
+    def carbon_now(self) -> float:
+        return self.carbon.now
 
     def replan(self, reason: str = "timer") -> None:
         """Solve for the current carbon intensity and rate; the result becomes the desired state."""
@@ -149,7 +117,7 @@ class ControlLoop:
         problem = self.model.problem(tuple(self.gpus.items()), self.rate_rps * self.settings.headroom,
                                      self.carbon_now, current)
         if self.settings.forecast_hours and current is not None and reason == "timer":
-            problem = problem.with_(forecast=self._forecast())
+            problem = problem.with_(forecast=self.carbon.forecast(self.settings.forecast_hours))
         try:
             target = forced or solve(problem)
         except InfeasibleError as exc:
@@ -212,40 +180,13 @@ class ControlLoop:
         result = self.accounting.account(self.running(), self.carbon_now, self.settings.pue, self.settings.sla)
         return result
 
-    def _track_load(self) -> None:
-        """One bin of offered load; the planning rate follows the forecast, and a load that left
-        the band the current plan was sized for asks for a re-plan now."""
-        traffic, seconds = self._arrivals.take()
-        self.load.observe(traffic.requests() + traffic.failures(), seconds)
-        self.rate_rps = self.load.plan_rps()
-        if self.desired is not None and self._replan_now is None and not self.pinned:
-            reason = self.load.replan_reason(self.desired.rate_rps)
-            if reason:
-                self.events.event("load", reason, rate_rps=self.rate_rps, sized_rps=self.desired.rate_rps)
-                self._replan_now = "load"
-
-    def _check_overload(self) -> None:
-        """Re-plan for more capacity at once when, over the last OVERLOAD_WINDOW_S, the slices'
-        p95 exceeded the SLA or the ingress turned a real share of the requests away."""
-        if self._overload.elapsed() < OVERLOAD_WINDOW_S:
-            return
-        traffic, seconds = self._overload.take()
-        if self.pinned:
-            return
-        p95 = traffic.p_ms(0.95)
-        n = traffic.requests() + traffic.failures()
-        if n < OVERLOAD_MIN_REQUESTS or p95 is None:
-            return
-        saturated = traffic.failures_by_kind().get("saturated", 0)
-        if p95 > self.settings.sla or saturated > OVERLOAD_SHED * n:
-            offered = n / seconds
-            want = max(self.rate_rps, offered * OVERLOAD_GROWTH)
-            self.events.event("overload", f"p95 on the slices {p95:.1f} ms vs SLA {self.settings.sla:.1f} ms, "
-                                          f"{saturated} turned away at {offered:.1f} req/s: re-planning for "
-                                          f"{want:.1f} req/s", p95_ms=p95, offered_rps=offered, rate_rps=want)
-            self.rate_rps = want
-            self.load.raise_floor(want)
-            self._replan_now = "overload"
+    def _check_triggers(self) -> None:
+        """Load left the band, or overload: the planned rate follows, and maybe a re-plan now."""
+        verdict = self.triggers.check(self.desired.rate_rps if self.desired else None, self.settings.sla,
+                                      self.pinned)
+        self.rate_rps = verdict.rate_rps
+        if verdict.reason and (self._replan_now is None or verdict.reason == "overload"):
+            self._replan_now = verdict.reason
 
     # -- operator commands --------------------------------------------------------------------------
     def handle(self, commands: list[Command]) -> None:
@@ -287,7 +228,7 @@ class ControlLoop:
     def start(self) -> None:
         """Adopt what runs (a restart) or plan and deploy the first plan; accounting starts afterwards."""
         self.handle_commands()
-        self.read_carbon()
+        self.carbon.read()
         self.reconcile()  # adopt and route what already runs before anything changes
         if self.plan is None:
             self.replan("start")
@@ -295,14 +236,13 @@ class ControlLoop:
         self.routes.wait_acknowledged()  # every ingress routes by the first table before load may come
         self.publish_status()
         self.accounting.reset()
-        self._overload.take()
-        self._arrivals.take()
+        self.triggers.reset()
 
     def tick(self) -> None:
         """One whole interval: account, commands, carbon, re-plan, converge, publish."""
         self.account()
         self.handle_commands()
-        self.read_carbon()
+        self.carbon.read()
         self.replan()
         self._replan_now = None
         self.reconcile()
@@ -310,8 +250,7 @@ class ControlLoop:
 
     def step_once(self) -> None:
         """Between intervals: load, overload, converge, publish (every `reconcile_every_s`)."""
-        self._track_load()
-        self._check_overload()
+        self._check_triggers()
         if self._replan_now:
             reason, self._replan_now = self._replan_now, None
             self.replan(reason)
@@ -352,6 +291,35 @@ class ControlLoop:
         """Account for the last partial interval."""
         self.account()
         self.publish_status()
+
+
+def log_start(events: EventSink, settings: LoopSettings, gpus: dict[str, str], carbon_source: str,
+              desired: DesiredState | None) -> None:
+    """The `start` event: what this controller serves with, and whether it resumes a desired plan."""
+    resumed = desired is not None and desired.plan is not None
+    device = settings.device.fields() if settings.device else {}
+    events.event("start", f"controller for {settings.service}: λ={settings.lam}, SLA {settings.sla:.1f} ms, "
+                          f"{len(gpus)} GPUs" + (f" ({device['device']}, meter {device['meter']})" if device else "")
+                 + (f", resuming desired plan v{desired.version}" if resumed and desired else ""),
+                 service=settings.service, lam=settings.lam, sla_ms=settings.sla,
+                 carbon_source=carbon_source, gpus=sorted(gpus.items()), resumed=resumed, **device)
+
+
+def discover_gpus(fleet: Fleet, desired: DesiredState | None, events: EventSink) -> dict[str, str]:
+    """GPUs to plan for (id → type): the MIG-enabled ones the agents report, plus those of the
+    desired plan (a restarted controller keeps them while their agent is away)."""
+    view = fleet.observe()
+    gpus = {gid: g.handle.gpu_type for gid, g in view.gpus.items() if g.enabled}
+    for gid, g in view.gpus.items():
+        if not g.enabled:
+            events.event("error", f"{gid}: MIG mode is off; run `gpu-node mig enable`; GPU not used",
+                         where="discover", error="mig disabled")
+    if desired is not None and desired.plan is not None:
+        gpus.update({g.gpu_id: g.gpu_type for g in desired.plan.gpus})
+    if not gpus:
+        raise RuntimeError("no GPU to serve on: no node agent answered with a MIG-enabled GPU; run "
+                           "`gpu-node setup --system` on each GPU node (and `gpu-node mig enable`)")
+    return gpus
 
 
 def describe(plan: Plan) -> str:
