@@ -111,7 +111,9 @@ def _infeasible_msg(problem: PlanningProblem) -> str:
 
 def _decode(problem: PlanningProblem, y: dict, sol: list[tuple[Column, int, float]]) -> Plan:
     """Turn counts into per-GPU slices, keeping the current plan's layouts and replicas where
-    the counts allow (fewer MIG operations and model loads for the control loop)."""
+    the counts allow (fewer MIG operations and model loads for the control loop). A GPU left
+    without replicas keeps its current layout (or is one whole-GPU instance): re-partitioning an
+    idle GPU would cost MIG operations and gain nothing, since its idle power does not depend on it."""
     rate = problem.rate_rps
     current = {g.gpu_id: g for g in problem.current.gpus} if problem.current else {}
     out: list[GpuPlan] = []
@@ -151,6 +153,9 @@ def _decode(problem: PlanningProblem, y: dict, sol: list[tuple[Column, int, floa
                 if slices[i] is None:
                     pool_s = reps[compute_slices_of(p.profile)]
                     slices[i] = SliceAssignment(p, *pool_s.pop(0)) if pool_s else SliceAssignment(p, None, 1, 0.0)
+            if all(x.variant is None for x in slices):  # idle: any layout serves; change none
+                slices = [SliceAssignment(x.placement, None, 1, 0.0) for x in g.slices] if g else \
+                    [SliceAssignment(p, None, 1, 0.0) for p in ms[(max(s for m in ms for s in m),)]]
             out.append(GpuPlan(gid, t, tuple(slices)))
     order = {gid: i for i, (gid, _) in enumerate(problem.gpus)}
     out.sort(key=lambda g: order[g.gpu_id])
