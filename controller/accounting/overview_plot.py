@@ -16,7 +16,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,7 +71,7 @@ class CarbonSeries:
 
 
 def to_datetime(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, timezone.utc)
+    return datetime.fromtimestamp(epoch, UTC)
 
 
 def _append(timeline: GpuTimeline, gpu_id: str, ts: float, slices: Iterable[SliceState]) -> None:
@@ -280,11 +280,16 @@ def draw_layout(ax: Axes, timeline: GpuTimeline, end: float) -> None:
 
     segments = layout_segments(timeline, end)
     gpu_ids = sorted(timeline)
+    ax.set_yticks([r + 0.5 for r in range(len(gpu_ids))], gpu_ids, fontsize=7)
+    ax.set_ylim(max(1, len(gpu_ids)), 0)  # first GPU on top, slot 0 at the top of its lane
+    if not segments:
+        ax.text(0.5, 0.5, "no plan, mig_op or replica events in the run", transform=ax.transAxes, ha="center",
+                va="center", color="gray")
+        return
     variants = sorted({s.variant or "(idle)" for s in segments})
     cmap = matplotlib.colormaps["tab20"]
     colors = {v: ("white" if v == "(idle)" else cmap(k % 20)) for k, v in enumerate(variants)}
-    x_span = max(mdates.date2num(to_datetime(end)) - min((mdates.date2num(to_datetime(s.t0)) for s in segments),
-                                                           default=0.0), 1e-9)
+    x_span = max(mdates.date2num(to_datetime(end)) - min(mdates.date2num(to_datetime(s.t0)) for s in segments), 1e-9)
     for seg in segments:
         row = gpu_ids.index(seg.gpu_id)
         size = seg.compute_slices
@@ -297,16 +302,10 @@ def draw_layout(ax: Axes, timeline: GpuTimeline, end: float) -> None:
                        hatch="//" if seg.variant is None else None)
         if width / x_span > 0.06 and h >= 2 / COMPUTE_SLICES:  # room for the label
             ax.text(x0 + width / 2, y0 + h / 2, f"{seg.profile.split('.')[0]} {name}", ha="center", va="center",
-                    fontsize=6, clip_on=True)
+                    fontsize=7, clip_on=True, bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1})
     for gpu_id, times in layout_change_times(timeline).items():
         row = gpu_ids.index(gpu_id)
         ax.vlines([to_datetime(t) for t in times], row, row + 1, color="black", lw=1.2, linestyles="--")
-    ax.set_yticks([r + 0.5 for r in range(len(gpu_ids))], gpu_ids, fontsize=7)
-    ax.set_ylim(max(1, len(gpu_ids)), 0)  # first GPU on top, slot 0 at the top of its lane
-    if not segments:
-        ax.text(0.5, 0.5, "no plan, mig_op or replica events in the run", transform=ax.transAxes, ha="center",
-                va="center", color="gray")
-        return
     handles = [Patch(facecolor=colors[v], edgecolor="black", hatch="//" if v == "(idle)" else None, label=v)
                for v in variants]
     handles.append(Patch(facecolor="none", edgecolor="black", linestyle="--", label="MIG layout change"))
@@ -345,13 +344,22 @@ def draw_p95(ax: Axes, intervals: Sequence[Interval], slas: dict[str, float]) ->
     _finish(ax, "no p95 in the run's intervals")
 
 
+def concise_time_axis(ax: Axes) -> None:
+    """Date/time ticks that stay readable whether the run took two minutes or two days."""
+    import matplotlib.dates as mdates
+
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.set_xlabel("time (UTC)")
+
+
 def plot_overview(path: Path, events: Sequence[dict[str, Any]], intervals: Sequence[Interval],
                   timeline: GpuTimeline, slas: dict[str, float], end: float) -> Path:
     """The five panels stacked on one time axis (concise date ticks), written to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     lanes = max(1, len(timeline))
@@ -367,10 +375,7 @@ def plot_overview(path: Path, events: Sequence[dict[str, Any]], intervals: Seque
     for ax, title in zip(axes, titles):
         ax.set_title(title, fontsize=9, loc="left")
         ax.grid(axis="x", alpha=0.3)
-    locator = mdates.AutoDateLocator()
-    axes[-1].xaxis.set_major_locator(locator)
-    axes[-1].xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    axes[-1].set_xlabel("time (UTC)")
+    concise_time_axis(axes[-1])
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -175,7 +175,7 @@ def _plots(out: Path, events: list[dict], intervals: list[Interval], end: float)
 
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.9 * max(1, len(timeline))))
     ov.draw_layout(ax, timeline, end)
-    ax.xaxis_date()
+    ov.concise_time_axis(ax)
     save(fig, "configuration", "Configuration timeline (MIG slices by compute slice, coloured by variant)")
     return paths
 
