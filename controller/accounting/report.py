@@ -2,8 +2,9 @@
 
 Reads run.jsonl (controller/accounting/runlog.py; event kinds in docs/DESIGN.md) and emissions.csv
 (controller/accounting/emissions_csv.py). The per-interval series come from emissions.csv when it
-exists, else from the `interval` events. Plots: carbon intensity, cumulative emissions vs
-`base`, accuracy and p95, and the configuration timeline (MIG layout and variant per GPU).
+exists, else from the `interval` events. Plots: overview.png first (the five series below on one
+time axis, controller/accounting/overview_plot.py), then carbon intensity, cumulative emissions
+vs `base`, accuracy and p95, and the configuration timeline (MIG layout and variant per GPU).
 The HTML inlines the PNGs as base64 so it can be mailed or attached as one file.
 """
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 
 from configs.cli import UsageError
 from configs.units import J_PER_KWH, kwh
+from controller.accounting import overview_plot as ov
 
-PLOTS = ("carbon_intensity", "emissions_vs_base", "accuracy", "configuration")
+PLOTS = ("overview", "carbon_intensity", "emissions_vs_base", "accuracy", "configuration")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +51,8 @@ class Interval:
     p95_ms: float | None
     requests: int
     estimated: bool
+    service: str
+    failed: int = 0
 
 
 def _num(v: Any) -> float | None:
@@ -58,13 +62,16 @@ def _num(v: Any) -> float | None:
         return None
 
 
-def _ts(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, timezone.utc)
+def _service(events: list[dict]) -> str:
+    return next((str(e.get("service")) for e in events if e.get("kind") == "start"), "?")
 
 
 def load_intervals(run_dir: Path, events: list[dict]) -> list[Interval]:
+    """One row per interval and service (emissions.csv's `project_name`, the interval event's
+    `service`, else the run's service)."""
     from controller.accounting.emissions_csv import read_rows
 
+    service = _service(events)
     csv_path = run_dir / "emissions.csv"
     if csv_path.exists():
         return [Interval(
@@ -73,13 +80,25 @@ def load_intervals(run_dir: Path, events: list[dict]) -> list[Interval]:
             carbon_g=float(r["emissions"]) * 1000, baseline_g=(_num(r.get("baseline_emissions")) or 0.0) * 1000,
             intensity=_num(r.get("carbon_intensity")), accuracy=_num(r.get("accuracy")), p95_ms=_num(r.get("p95_ms")),
             requests=int(_num(r.get("requests")) or 0), estimated=r.get("estimated") == "True",
+            service=r.get("project_name") or service, failed=int(_num(r.get("failed")) or 0),
         ) for r in read_rows(csv_path)]
     return [Interval(
-        t=_ts(e["ts"]), duration_s=float(e.get("duration_s", 0)), energy_j=float(e.get("energy_j", 0)),
+        t=ov.to_datetime(e["ts"]), duration_s=float(e.get("duration_s", 0)), energy_j=float(e.get("energy_j", 0)),
         carbon_g=float(e.get("carbon_g", 0)), baseline_g=float(e.get("baseline_carbon_g", 0)),
         intensity=_num(e.get("carbon_intensity")), accuracy=_num(e.get("accuracy")), p95_ms=_num(e.get("p95_ms")),
         requests=int(e.get("requests", 0) or 0), estimated=bool(e.get("estimated", False)),
+        service=e.get("service") or service, failed=int(e.get("failed", 0) or 0),
     ) for e in events if e.get("kind") == "interval"]
+
+
+def layout_changes(events: list[dict]) -> tuple[int, int]:
+    """(MIG layout changes, variant swaps): as the run counted them (the `end` event's summary,
+    first deployment excluded), else counted from the run log per GPU and plan step."""
+    recorded = next((e["summary"] for e in reversed(events) if e.get("kind") == "end"
+                     and isinstance(e.get("summary"), dict) and "mig_layout_changes" in e["summary"]), None)
+    if recorded is not None:
+        return int(recorded["mig_layout_changes"]), int(recorded.get("variant_swaps", 0))
+    return ov.count_changes(ov.gpu_timeline(events), [e["ts"] for e in events if e.get("kind") == "plan"])
 
 
 def summarize(events: list[dict], intervals: list[Interval]) -> dict[str, Any]:
@@ -90,6 +109,7 @@ def summarize(events: list[dict], intervals: list[Interval]) -> dict[str, Any]:
     acc = [(i.accuracy, i.requests) for i in intervals if i.accuracy is not None]
     p95 = [i.p95_ms for i in intervals if i.p95_ms is not None]
     plans = [e for e in events if e.get("kind") == "plan"]
+    mig_changes, swaps = layout_changes(events)
     return {
         "service": start.get("service", "?"),
         "carbon source": start.get("carbon_source", "?"),
@@ -106,6 +126,8 @@ def summarize(events: list[dict], intervals: list[Interval]) -> dict[str, Any]:
         if acc else "n/a",
         "worst interval p95 (ms)": round(max(p95), 2) if p95 else "n/a",
         "plan changes": sum(1 for p in plans if p.get("changed", True)),
+        "MIG layout changes": mig_changes,
+        "variant swaps": swaps,
         "estimated energy": "yes" if any(i.estimated for i in intervals) else "no",
     }
 
@@ -117,111 +139,45 @@ def uses_electricity_maps(events: list[dict]) -> bool:
     return any(s.startswith("electricitymaps:") or s.startswith("trace:") and "emaps" in s for s in sources)
 
 
-def _series_plots(out: Path, events: list[dict], intervals: list[Interval]) -> dict[str, Path]:
+def _plots(out: Path, events: list[dict], intervals: list[Interval], end: float) -> dict[str, Path]:
+    """overview.png, then one PNG per question, each panel drawn by overview_plot's draw_*."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths: dict[str, Path] = {}
+    timeline = ov.gpu_timeline(events)
+    slas = ov.sla_by_service(events, _service(events))
+    paths = {"overview": ov.plot_overview(out / "overview.png", events, intervals, timeline, slas, end)}
 
-    def save(fig, name: str) -> None:
+    def save(fig, name: str, title: str) -> None:
+        fig.axes[0].set_title(title)
         fig.tight_layout()
         paths[name] = out / f"{name}.png"
         fig.savefig(paths[name], dpi=100)
         plt.close(fig)
 
-    carbon_events = [e for e in events if e.get("kind") == "carbon" and _num(e.get("value")) is not None]
     fig, ax = plt.subplots(figsize=(9, 3))
-    if carbon_events:
-        ts = [_ts(e["ts"]) for e in carbon_events]
-        ax.step(ts, [float(e["value"]) for e in carbon_events], where="post", label="carbon intensity")
-        stale = [(t, float(e["value"])) for t, e in zip(ts, carbon_events) if e.get("stale")]
-        if stale:
-            ax.scatter(*zip(*stale), color="red", marker="x", label="stale (last good value)", zorder=3)
-    else:
-        pts = [(i.t, i.intensity) for i in intervals if i.intensity is not None]
-        if pts:
-            ax.step(*zip(*pts), where="post", label="carbon intensity")
-    ax.set_ylabel("gCO2/kWh")
-    ax.set_title("Grid carbon intensity")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper right")
-    save(fig, "carbon_intensity")
+    ov.draw_intensity(ax, events, intervals)
+    save(fig, "carbon_intensity", "Grid carbon intensity")
 
     fig, ax = plt.subplots(figsize=(9, 3))
-    ts = [i.t for i in intervals]
-    cum, cum_base = [], []
-    for i in intervals:
-        cum.append((cum[-1] if cum else 0.0) + i.carbon_g)
-        cum_base.append((cum_base[-1] if cum_base else 0.0) + i.baseline_g)
-    ax.plot(ts, cum, label="Clover")
-    ax.plot(ts, cum_base, "--", label="base (largest variant on 7g)")
-    ax.set_ylabel("cumulative gCO2eq")
-    ax.set_title("Emissions vs base")
-    ax.legend(loc="upper left")
-    save(fig, "emissions_vs_base")
+    ov.draw_cumulative(ax, intervals)
+    save(fig, "emissions_vs_base", "Emissions vs base")
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 4.5), sharex=True)
     acc = [(i.t, i.accuracy) for i in intervals if i.accuracy is not None]
     if acc:
         ax1.plot(*zip(*acc), marker=".")
     ax1.set_ylabel("accuracy")
-    ax1.set_title("Accuracy and p95 latency per interval")
-    p95 = [(i.t, i.p95_ms) for i in intervals if i.p95_ms is not None]
-    if p95:
-        ax2.plot(*zip(*p95), marker=".", color="tab:orange")
-    sla = next((_num(e.get("sla_ms")) for e in events if e.get("kind") == "start"), None)
-    if sla:
-        ax2.axhline(sla, color="red", linestyle=":", label=f"SLA {sla:g} ms")
-        ax2.legend(loc="upper right")
-    ax2.set_ylabel("p95 (ms)")
-    save(fig, "accuracy")
+    ov.draw_p95(ax2, intervals, slas)
+    save(fig, "accuracy", "Accuracy and p95 latency per interval")
+
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.9 * max(1, len(timeline))))
+    ov.draw_layout(ax, timeline, end)
+    ov.concise_time_axis(ax)
+    save(fig, "configuration", "Configuration timeline (MIG slices by compute slice, coloured by variant)")
     return paths
-
-
-def _configuration_plot(out: Path, events: list[dict], end: datetime) -> Path:
-    """One row per GPU; each slice drawn at its memory slots, coloured by variant, per plan period."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from configs import load_gpu_catalog
-    from controller.planning.plan import Plan
-
-    catalog = load_gpu_catalog()
-    plans = [(_ts(e["ts"]), Plan.from_json(e["plan"])) for e in events if e.get("kind") == "plan" and e.get("plan")]
-    gpu_ids = sorted({g.gpu_id for _, p in plans for g in p.gpus})
-    variants = sorted({s.variant or "(idle)" for _, p in plans for g in p.gpus for s in g.slices})
-    colors = {v: plt.get_cmap("tab20")(k % 20) for k, v in enumerate(variants)}
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.9 * max(1, len(gpu_ids))))
-    for k, (t0, plan) in enumerate(plans):
-        t1 = plans[k + 1][0] if k + 1 < len(plans) else max(end, t0)
-        x0 = matplotlib.dates.date2num(t0)
-        width = max(matplotlib.dates.date2num(t1) - x0, 1e-9)
-        for g in plan.gpus:
-            row = gpu_ids.index(g.gpu_id)
-            slots = catalog.get(g.gpu_type).memory_slots
-            for s in g.slices:
-                size = catalog.get(g.gpu_type).profile(s.placement.profile).size
-                y0, h = row + s.placement.start / slots, size / slots
-                name = s.variant or "(idle)"
-                ax.broken_barh([(x0, width)], (y0 + 0.02, h - 0.04), color=colors[name], edgecolor="black", lw=0.3)
-                ax.text(x0 + width / 2, y0 + h / 2, f"{s.placement.profile.split('.')[0]} {name}",
-                        ha="center", va="center", fontsize=6, clip_on=True)
-    ax.xaxis_date()
-    ax.set_yticks([r + 0.5 for r in range(len(gpu_ids))], gpu_ids)
-    ax.set_ylim(0, max(1, len(gpu_ids)))
-    ax.set_title("Configuration timeline (MIG slices by memory slot, coloured by variant)")
-    if variants:
-        handles = [matplotlib.patches.Patch(color=colors[v], label=v) for v in variants]
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
-    fig.tight_layout()
-    path = out / "configuration.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def _html(summary: dict[str, Any], images: dict[str, Path], attribution: bool, run_dir: Path) -> str:
@@ -261,9 +217,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> list[Pat
         raise ReportError(f"{run_dir}: no run.jsonl events and no emissions.csv rows; is this a run directory?")
     out_dir = Path(out) if out else run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    images = _series_plots(out_dir, events, intervals)
-    last = max([i.t for i in intervals] + [_ts(e["ts"]) for e in events] or [datetime.now(timezone.utc)])
-    images["configuration"] = _configuration_plot(out_dir, events, last)
+    last = max([i.t for i in intervals] + [ov.to_datetime(e["ts"]) for e in events] or [datetime.now(timezone.utc)])
+    images = _plots(out_dir, events, intervals, last.timestamp())
     page = out_dir / "report.html"
     page.write_text(_html(summarize(events, intervals), images, uses_electricity_maps(events), run_dir))
     return [images[n] for n in PLOTS] + [page]
