@@ -43,7 +43,7 @@ SUMMARY_KEYS = ("requests_sent", "requests_ok", "requests_failed", "reconfigurat
                 "baseline_carbon_g", "carbon_saving_pct", "accuracy", "baseline_accuracy", "p95_ms", "sla_ms",
                 "client_p95_ms", "device", "profile", "meter")
 DEMO_NODE = "node0"
-TRACE_DAY_S = 86400.0
+DEMO_TRACE_HOURS = 24.0
 SIMULATED = RunDevice("2× H100-80GB (MIG), simulated", "bundled h100-sxm_*.json (performance model)",
                       "simulated (performance model)")
 LONE_REQUEST_RPS = 1e-6  # a rate at which no request ever waits for another
@@ -72,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--carbon-source", default="trace:clover_ciso-march_49h",
                         help="carbon source; a trace is replayed one day per --duration")
     parser.add_argument("--replan-every", type=float, default=10.0, help="seconds between re-plans (default 10)")
+    parser.add_argument("--trace-hours", type=float, default=DEMO_TRACE_HOURS, metavar="H",
+                        help=f"hours of the carbon trace replayed over --duration (default {DEMO_TRACE_HOURS:g}; "
+                             "36 replays its low-high-low-high swing)")
     parser.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--profile", dest="profiles", action="append", default=None, metavar="FILE",
                         help="with --execution real: performance profile of this machine's device (repeatable; "
@@ -188,7 +191,7 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
              lam: float = 0.5, carbon_source: str = "trace:clover_ciso-march_49h", replan_every: float = 10.0,
              port: int = 0, echo: bool = True, variants: str | None = None, log_level: str = "info",
              profiles: Sequence[str] = (), profile_seconds: float | None = None,
-             rate_trace: str = DEMO_RATE_TRACE) -> dict[str, Any]:
+             rate_trace: str = DEMO_RATE_TRACE, trace_hours: float = DEMO_TRACE_HOURS) -> dict[str, Any]:
     """Run the demo and return the summary (also written to out/summary.json).
 
     With `execution="real"` the replicas run the real networks on this machine's device; without
@@ -239,7 +242,7 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
     try:
         agent = start_agent(node, detached=False)  # keep the handle: it owns the (non-detached) agent
         bus = start_serving([service], port=port, ingress_replicas=settings.ingress_replicas)
-        loop = build_loop(LoopSpec(settings, carbon_source, TRACE_DAY_S / duration_s, str(out), echo,
+        loop = build_loop(LoopSpec(settings, carbon_source, trace_hours * 3600.0 / duration_s, str(out), echo,
                                    profiles=device_profiles))
         setup_logging(log_level, runlog=loop.events)
         loop.start()  # first deployment, before any load
@@ -274,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
                            lam=args.lam, carbon_source=args.carbon_source, replan_every=args.replan_every,
                            port=args.port, variants=args.variants, log_level=args.log_level,
                            profiles=args.profiles or (), profile_seconds=args.profile_seconds,
-                           rate_trace=args.rate_trace)
+                           rate_trace=args.rate_trace, trace_hours=args.trace_hours)
     except ValueError as exc:
         print(f"controller demo: {exc}", file=sys.stderr)
         return 2
