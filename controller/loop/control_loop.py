@@ -114,8 +114,9 @@ class ControlLoop:
             return
         t0 = time.perf_counter()
         current = self.plan
+        sla = self.triggers.planning_sla_ms(self.settings.sla)
         problem = self.model.problem(tuple(self.gpus.items()), self.rate_rps * self.settings.headroom,
-                                     self.carbon_now, current)
+                                     self.carbon_now, current, sla_ms=sla)
         if self.settings.forecast_hours and current is not None and reason == "timer":
             problem = problem.with_(forecast=self.carbon.forecast(self.settings.forecast_hours))
         try:
@@ -131,7 +132,8 @@ class ControlLoop:
         self.events.event("plan", f"{'forced ' if forced else ''}plan {'changes' if changed else 'unchanged'} "
                                   f"({reason}): {describe(target)}", plan=target.to_json(), reason=reason,
                           predicted_carbon_g_per_h=p.carbon_g_per_h, predicted_accuracy=p.accuracy,
-                          predicted_p95_ms=p.p95_ms, solve_ms=(time.perf_counter() - t0) * 1000.0, changed=changed)
+                          predicted_p95_ms=p.p95_ms, planning_sla_ms=sla, solve_ms=(time.perf_counter() - t0) * 1000.0,
+                          changed=changed)
         self._set_desired(target, pinned=forced is not None)
 
     @property
@@ -182,8 +184,9 @@ class ControlLoop:
 
     def _check_triggers(self) -> None:
         """Load left the band, or overload: the planned rate follows, and maybe a re-plan now."""
+        predicted = self.plan.predicted.p95_ms if self.plan is not None else 0.0
         verdict = self.triggers.check(self.desired.rate_rps if self.desired else None, self.settings.sla,
-                                      self.pinned)
+                                      self.pinned, predicted)
         self.rate_rps = verdict.rate_rps
         if verdict.reason and (self._replan_now is None or verdict.reason == "overload"):
             self._replan_now = verdict.reason
@@ -211,6 +214,7 @@ class ControlLoop:
         return {"service": self.settings.service, "plan": self.plan.to_json() if self.plan else None,
                 "desired_version": self.desired.version if self.desired else None,
                 "carbon_intensity": self.carbon_now, "rate_rps": self.rate_rps, "sla_ms": self.settings.sla,
+                "planning_sla_ms": self.triggers.planning_sla_ms(self.settings.sla),
                 "lambda": self.settings.lam, "gpus": sorted(self.gpus),
                 "emissions": {"carbon_g": t.carbon_g, "baseline_carbon_g": t.baseline_carbon_g,
                               "saved_pct": t.saved_pct, "energy_j": t.energy_j, "requests": t.requests,

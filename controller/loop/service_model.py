@@ -22,9 +22,12 @@ class ServiceModel:
     settings: LoopSettings
 
     def problem(self, gpus: tuple[tuple[str, str], ...], rate_rps: float, carbon_intensity: float,
-                current: Plan | None = None, forecast: tuple[float, ...] = ()) -> PlanningProblem:
+                current: Plan | None = None, forecast: tuple[float, ...] = (),
+                sla_ms: float | None = None) -> PlanningProblem:
+        """`sla_ms`: plan for this p95 instead of the operator's SLA (the calibrated one)."""
         s = self.settings
-        return PlanningProblem(self.service, tuple(sorted(gpus)), self.perf, max(rate_rps, s.min_rate_rps), s.sla,
+        return PlanningProblem(self.service, tuple(sorted(gpus)), self.perf, max(rate_rps, s.min_rate_rps),
+                               s.sla if sla_ms is None else sla_ms,
                                lam=s.lam, carbon_intensity=carbon_intensity, pue=s.pue, current=current,
                                variants=s.variants, forecast=forecast)
 

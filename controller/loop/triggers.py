@@ -7,21 +7,30 @@ the band the current plan was sized for. The overload trigger looks at `OVERLOAD
 traffic at a time and asks for more capacity at once when the p95 on the slices exceeds the SLA
 or the ingress turned a real share of the requests away, instead of waiting for the timer.
 A plan pinned by the operator (`POST /v1/plan`) is left alone by both.
+
+The same window also calibrates the planner: the p95 measured on the slices runs above the
+queueing model's prediction by what the model does not see (the serving path's own scheduling,
+a busy host CPU). Its moving estimate, `overhead_ms`, is taken off the SLA the planner plans for,
+so that a plan predicted right at the SLA is not one that misses it in practice; without it an
+overload re-plan could only find the same plan again.
 """
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from controller.loop.interval import TrafficWindow
 from controller.loop.load import LoadTracker
-from controller.loop.ports import EventSink
+from controller.loop.ports import EventSink, RouteBus
 from controller.planning.load_forecast import ForecastParams
-from controller.serving.control_bus import BusClient
 
 OVERLOAD_MIN_REQUESTS = 20  # fewer requests than this in the check window say nothing about p95
 OVERLOAD_WINDOW_S = 10.0  # the overload check looks at this much traffic at a time
 OVERLOAD_SHED = 0.05  # requests turned away (503 saturated) above this share of the offered ones: overload
 OVERLOAD_GROWTH = 1.25  # capacity asked for on overload: this × the offered rate
+OVERHEAD_WEIGHT = 0.3  # weight of the latest window in the moving overhead estimate
+MAX_OVERHEAD_SHARE = 0.5  # the planner always gets at least half the SLA
 
 
 @dataclass(frozen=True)
@@ -32,20 +41,26 @@ class Verdict:
 
 
 class ReplanTriggers:
-    def __init__(self, bus: BusClient, events: EventSink, expected_rps: float, bin_s: float,
-                 params: ForecastParams) -> None:
+    def __init__(self, bus: RouteBus, events: EventSink, expected_rps: float, bin_s: float,
+                 params: ForecastParams, clock: Callable[[], float] = time.monotonic) -> None:
         self.events = events
         self.load = LoadTracker(expected_rps, bin_s, params)
-        self._arrivals = TrafficWindow(bus)
-        self._overload = TrafficWindow(bus)
+        self._arrivals = TrafficWindow(bus, clock)
+        self._overload = TrafficWindow(bus, clock)
+        self.overhead_ms = 0.0  # measured p95 on the slices minus the plan's predicted p95 (moving)
+
+    def planning_sla_ms(self, sla_ms: float) -> float:
+        """The SLA the planner plans for: the operator's, less the measured serving overhead."""
+        return max(sla_ms * (1.0 - MAX_OVERHEAD_SHARE), sla_ms - self.overhead_ms)
 
     def reset(self) -> None:
         """Forget the traffic so far (the first plan is deployed; measuring starts now)."""
         self._arrivals.take()
         self._overload.take()
 
-    def check(self, sized_rps: float | None, sla_ms: float, pinned: bool) -> Verdict:
-        """One reconcile tick: `sized_rps` is the rate the desired plan was sized for (None: no plan)."""
+    def check(self, sized_rps: float | None, sla_ms: float, pinned: bool, predicted_p95_ms: float = 0.0) -> Verdict:
+        """One reconcile tick: `sized_rps` is the rate the desired plan was sized for (None: no plan),
+        `predicted_p95_ms` what the planner predicted for it (0: unknown, e.g. a forced plan)."""
         traffic, seconds = self._arrivals.take()
         self.load.observe(traffic.requests() + traffic.failures(), seconds)
         rate, reason = self.load.plan_rps(), None
@@ -54,21 +69,24 @@ class ReplanTriggers:
             if left:
                 self.events.event("load", left, rate_rps=rate, sized_rps=sized_rps)
                 reason = "load"
-        overload = self._check_overload(rate, sla_ms, pinned)
+        overload = self._check_overload(rate, sla_ms, pinned, predicted_p95_ms)
         if overload is not None:
             return Verdict(overload, "overload")
         return Verdict(rate, reason)
 
-    def _check_overload(self, rate_rps: float, sla_ms: float, pinned: bool) -> float | None:
+    def _check_overload(self, rate_rps: float, sla_ms: float, pinned: bool, predicted_p95_ms: float) -> float | None:
         """The rate to re-plan for when the last window was overloaded, else None."""
         if self._overload.elapsed() < OVERLOAD_WINDOW_S:
             return None
         traffic, seconds = self._overload.take()
-        if pinned:
-            return None
         p95 = traffic.p_ms(0.95)
         n = traffic.requests() + traffic.failures()
         if n < OVERLOAD_MIN_REQUESTS or p95 is None:
+            return None
+        if predicted_p95_ms > 0:
+            gap = max(0.0, p95 - predicted_p95_ms)
+            self.overhead_ms += OVERHEAD_WEIGHT * (gap - self.overhead_ms)
+        if pinned:
             return None
         saturated = traffic.failures_by_kind().get("saturated", 0)
         if p95 <= sla_ms and saturated <= OVERLOAD_SHED * n:
@@ -77,6 +95,7 @@ class ReplanTriggers:
         want = max(rate_rps, offered * OVERLOAD_GROWTH)
         self.events.event("overload", f"p95 on the slices {p95:.1f} ms vs SLA {sla_ms:.1f} ms, "
                                       f"{saturated} turned away at {offered:.1f} req/s: re-planning for "
-                                      f"{want:.1f} req/s", p95_ms=p95, offered_rps=offered, rate_rps=want)
+                                      f"{want:.1f} req/s, p95 ≤ {self.planning_sla_ms(sla_ms):.1f} ms", p95_ms=p95,
+                           offered_rps=offered, rate_rps=want, overhead_ms=self.overhead_ms)
         self.load.raise_floor(want)
         return want
