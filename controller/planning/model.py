@@ -67,6 +67,11 @@ class PlanningProblem:
     # steps of a varying load add up to the run's objective; None: this step's own mean rate.
     reference_rate_rps: float | None = None
     reconfig: ReconfigCost = field(default_factory=ReconfigCost)
+    # Share of the GPUs' idle power this service is charged (1: it has the GPUs to itself). When
+    # several services share the cluster (controller/planning/joint.py) idle power is split so
+    # that the services' shares add up to the cluster's, and each service's Base is charged the
+    # same share, so its ΔC stays normalised against its own part of the cluster.
+    idle_share: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.gpus:
@@ -77,6 +82,8 @@ class PlanningProblem:
             raise ValueError(f"SLA must be positive, got {self.sla_ms} ms")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ValueError(f"batch sizes must be positive integers, got {self.batch_sizes}")
+        if not 0.0 < self.idle_share <= 1.0:
+            raise ValueError(f"idle share must be in (0, 1], got {self.idle_share}")
 
     @property
     def gpu_types(self) -> tuple[str, ...]:
@@ -211,8 +218,13 @@ def base_plan(problem: PlanningProblem) -> Plan:
     return replace(plan, predicted=predict(plan, problem))
 
 
+def idle_power_w(problem: PlanningProblem) -> float:
+    """The idle power of the problem's GPUs charged to its service (all of it unless shared)."""
+    return problem.idle_share * sum(problem.perf.idle_power_w(t) for _, t in problem.gpus)
+
+
 def base_power_w(problem: PlanningProblem) -> float:
-    idle = sum(problem.perf.idle_power_w(t) for _, t in problem.gpus)
+    idle = idle_power_w(problem)
     v = problem.service.base
     busy = 0.0
     for _, t, r in base_split(problem):
@@ -261,7 +273,7 @@ def predict(plan: Plan, problem: PlanningProblem, carbon_intensity: float | None
     decisions between given plans: the pay-back and the hindsight schedule.
     Power and the objective are for the mean traffic, the p95 for the planned rate."""
     obj = served_objective(problem, carbon_intensity)
-    power = sum(problem.perf.idle_power_w(g.gpu_type) for g in plan.gpus)
+    power = idle_power_w(problem)
     acc = 0.0
     worst = 0.0
     served = problem.mean_rps / problem.rate_rps

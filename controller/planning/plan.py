@@ -19,14 +19,17 @@ class SliceAssignment:
     placement: Placement
     variant: str | None  # None: the slice exists but idles (no replica)
     batch: int = 1
-    share: float = 0.0  # fraction of the total request rate routed to this replica
+    share: float = 0.0  # fraction of its service's request rate routed to this replica
+    service: str = ""  # the service the replica serves in a joint plan ("": the plan's one service)
 
     def to_json(self) -> dict:
-        return {**self.placement.to_json(), "variant": self.variant, "batch": self.batch, "share": self.share}
+        out = {**self.placement.to_json(), "variant": self.variant, "batch": self.batch, "share": self.share}
+        return {**out, "service": self.service} if self.service else out
 
     @classmethod
     def from_json(cls, d: dict) -> "SliceAssignment":
-        return cls(Placement.from_json(d), d.get("variant"), int(d.get("batch", 1)), float(d.get("share", 0.0)))
+        return cls(Placement.from_json(d), d.get("variant"), int(d.get("batch", 1)), float(d.get("share", 0.0)),
+                   str(d.get("service", "")))
 
 
 @dataclass(frozen=True)
@@ -97,11 +100,11 @@ class Plan:
 
 
 # ---- the plan diff -------------------------------------------------------------------------
-SliceKey = tuple[str, int, str, int]  # (profile, start, variant, batch): one replica's identity
+SliceKey = tuple[str, int, str, int, str]  # (profile, start, variant, batch, service): one replica's identity
 
 
 def slice_key(s: SliceAssignment) -> SliceKey:
-    return (s.placement.profile, s.placement.start, s.variant or "", s.batch)
+    return (s.placement.profile, s.placement.start, s.variant or "", s.batch, s.service)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import TypeVar
 
 import highspy
 
@@ -36,6 +38,8 @@ from controller.planning.model import (
 from controller.planning.plan import GpuPlan, Plan, SliceAssignment, diff_plans, plan_changed
 from controller.planning.switching import best_schedule, switch_cost
 from mig.placement import compute_slices_of, layout_slices
+
+S = TypeVar("S")  # one step of a planning horizon: a PlanningProblem, or a JointProblem
 
 
 class InfeasibleError(ValueError):
@@ -54,80 +58,107 @@ def solve(problem: PlanningProblem) -> Plan:
 
 def solve_exact(problem: PlanningProblem) -> Plan:
     """The MILP optimum for the problem's current carbon intensity (no switching cost)."""
-    obj = objective_for(problem)
-    rate = problem.rate_rps
+    y, sol = solve_milp((problem,))
+    plan = decode(problem.gpus, problem.current, y, sol, (problem.rate_rps,), problem.service.name,
+                  problem.carbon_intensity)
+    return replace(plan, predicted=predict(plan, problem))
+
+
+Solution = list[tuple[Column, int, float]]  # (column, replicas, req/s routed to them) of one service
+
+
+def solve_milp(problems: tuple[PlanningProblem, ...], weights: tuple[float, ...] = (1.0,),
+               min_accuracy: tuple[float | None, ...] = (None,)) -> tuple[dict, list[Solution]]:
+    """The MILP over one or several services sharing the problems' GPUs (controller/planning/joint.py).
+
+    Every service has its own columns, rate equation and objective coefficients (its own λ and
+    Base); the slice constraint of each (GPU type, slice size) counts the replicas of all
+    services. The objective is Σ_s weights[s]·(service s's objective), so one service with weight
+    1 is the single-service MILP exactly (the same model, built in the same order). A service's
+    `min_accuracy` is a linear constraint on its request-weighted accuracy."""
+    first = problems[0]
+    objs = [objective_for(p) for p in problems]
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("mip_rel_gap", 1e-9)
     h.setOptionValue("mip_abs_gap", 1e-12)
     h.setOptionValue("threads", 1)
     counts: dict[str, int] = defaultdict(int)
-    for _, t in problem.gpus:
+    for _, t in first.gpus:
         counts[t] += 1
     y: dict[tuple[str, tuple[int, ...]], object] = {}
-    cols: list[tuple[Column, object, object]] = []
-    total_rate = 0
+    cols: list[list[tuple[Column, object, object]]] = [[] for _ in problems]
     for t, n in sorted(counts.items()):
         ms = multisets(t)
         for m in ms:
             y[t, m] = h.addVariable(lb=0, ub=n, type=highspy.HighsVarType.kInteger)
         h.addConstr(sum(y[t, m] for m in ms) == n)
         by_size: dict[int, list] = defaultdict(list)
-        for c in columns(problem, t):
-            most = n * max(m.count(c.slices) for m in ms)
-            if most == 0:
-                continue
-            x = h.addVariable(lb=0, ub=most, type=highspy.HighsVarType.kInteger)
-            r = h.addVariable(lb=0, ub=min(rate, c.rmax_rps * most))
-            h.addConstr(r - c.rmax_rps * x <= 0)
-            by_size[c.slices].append(x)
-            cols.append((c, x, r))
-            total_rate = total_rate + r
+        for k, problem in enumerate(problems):
+            for c in columns(problem, t):
+                most = n * max(m.count(c.slices) for m in ms)
+                if most == 0:
+                    continue
+                x = h.addVariable(lb=0, ub=most, type=highspy.HighsVarType.kInteger)
+                r = h.addVariable(lb=0, ub=min(problem.rate_rps, c.rmax_rps * most))
+                h.addConstr(r - c.rmax_rps * x <= 0)
+                by_size[c.slices].append(x)
+                cols[k].append((c, x, r))
         for s, xs in by_size.items():
             h.addConstr(sum(xs) - sum(m.count(s) * y[t, m] for m in ms) <= 0)
-    if not cols:
-        raise InfeasibleError(_infeasible_msg(problem))
-    h.addConstr(total_rate == rate)
+    for problem, own, floor in zip(problems, cols, min_accuracy):
+        if not own:
+            raise InfeasibleError(_infeasible_msg(problem))
+        h.addConstr(sum(r for _, _, r in own) == problem.rate_rps)
+        if floor is not None:
+            h.addConstr(sum(c.accuracy * r for c, _, r in own) >= floor * problem.rate_rps)
     # With λ near 0 or 1 one term of Clover's objective is ~1e-5 of the other, and differences
     # in it fall below HiGHS's absolute tolerances: scale so the smaller term is O(1).
-    terms = [abs(t) for c, _, _ in cols for t in (obj.power_coef * c.energy_j_per_req,
-                                                   obj.accuracy_coef * c.accuracy / rate) if t]
+    coef = [[(w * (o.power_coef * c.energy_j_per_req), w * (o.accuracy_coef * c.accuracy / p.rate_rps))
+             for c, _, _ in own] for p, o, w, own in zip(problems, objs, weights, cols)]
+    terms = [abs(t) for row in coef for pair in row for t in pair if t]
     scale = min(1.0 / min(terms), 1e6) if terms else 1.0
-    h.maximize(sum(scale * (obj.power_coef * c.energy_j_per_req + obj.accuracy_coef * c.accuracy / rate) * r
-                   for c, _, r in cols))
+    h.maximize(sum(scale * (e + a) * r for row, own in zip(coef, cols) for (e, a), (_, _, r) in zip(row, own)))
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-        raise InfeasibleError(_infeasible_msg(problem))
+        raise InfeasibleError(_infeasible_msg(*problems))
     sol_y = {k: int(round(h.val(v))) for k, v in y.items()}
-    sol = [(c, int(round(h.val(x))), max(0.0, h.val(r))) for c, x, r in cols]
-    plan = _decode(problem, sol_y, [(c, n, r) for c, n, r in sol if n > 0 and r > 1e-9 * rate])
-    return replace(plan, predicted=predict(plan, problem))
+    sols = []
+    for problem, own in zip(problems, cols):
+        got = [(c, int(round(h.val(x))), max(0.0, h.val(r))) for c, x, r in own]
+        sols.append([(c, n, r) for c, n, r in got if n > 0 and r > 1e-9 * problem.rate_rps])
+    return sol_y, sols
 
 
-def _infeasible_msg(problem: PlanningProblem) -> str:
-    return (f"no configuration of {len(problem.gpus)} GPU(s) serves {problem.rate_rps:g} req/s of "
-            f"{problem.service.name!r} with p95 ≤ {problem.sla_ms:g} ms: lower --rate, raise --sla-ms "
+def _infeasible_msg(*problems: PlanningProblem) -> str:
+    wanted = " and ".join(f"{p.rate_rps:g} req/s of {p.service.name!r} with p95 ≤ {p.sla_ms:g} ms" for p in problems)
+    return (f"no configuration of {len(problems[0].gpus)} GPU(s) serves {wanted}: lower --rate, raise --sla-ms "
             f"or add GPUs")
 
 
-def _decode(problem: PlanningProblem, y: dict, sol: list[tuple[Column, int, float]]) -> Plan:
+def decode(gpus: tuple[tuple[str, str], ...], current: Plan | None, y: dict, sols: list[Solution],
+           rates: tuple[float, ...], name: str, carbon_intensity: float,
+           services: tuple[str, ...] = ("",)) -> Plan:
     """Turn counts into per-GPU slices, keeping the current plan's layouts and replicas where
     the counts allow (fewer MIG operations and model loads for the control loop). A GPU left
     without replicas keeps its current layout (or is one whole-GPU instance): re-partitioning an
-    idle GPU would cost MIG operations and gain nothing, since its idle power does not depend on it."""
-    rate = problem.rate_rps
-    current = {g.gpu_id: g for g in problem.current.gpus} if problem.current else {}
+    idle GPU would cost MIG operations and gain nothing, since its idle power does not depend on it.
+
+    `sols[k]` are the columns of service `services[k]` (rate `rates[k]`; "" tags no service: a
+    single-service plan); shares are fractions of each service's own rate."""
+    current_by_id = {g.gpu_id: g for g in current.gpus} if current else {}
     out: list[GpuPlan] = []
-    for t in problem.gpu_types:
+    for t in sorted({t for _, t in gpus}):
         ms = multisets(t)
         pool = {m: k for (tt, m), k in y.items() if tt == t and k > 0}
-        reps: dict[int, list[tuple[str, int, float]]] = defaultdict(list)
-        for c, n, r in sol:
-            if c.gpu_type == t:
-                reps[c.slices] += [(c.variant, c.batch, r / n / rate)] * n
-        ids = [gid for gid, tt in problem.gpus if tt == t]
+        reps: dict[int, list[tuple[str, str, int, float]]] = defaultdict(list)
+        for svc, sol, rate in zip(services, sols, rates):
+            for c, n, r in sol:
+                if c.gpu_type == t:
+                    reps[c.slices] += [(svc, c.variant, c.batch, r / n / rate)] * n
+        ids = [gid for gid, tt in gpus if tt == t]
         chosen: dict[str, tuple[int, ...]] = {}
         for gid in ids:  # keep the current multiset where possible
-            g = current.get(gid)
+            g = current_by_id.get(gid)
             m = layout_slices(g.layout) if g else None
             if m is not None and pool.get(m, 0) > 0:
                 chosen[gid] = m
@@ -137,82 +168,93 @@ def _decode(problem: PlanningProblem, y: dict, sol: list[tuple[Column, int, floa
             if gid not in chosen:
                 chosen[gid] = rest.pop(0)
         for gid in ids:
-            g = current.get(gid)
+            g = current_by_id.get(gid)
             m = chosen[gid]
             layout = [s.placement for s in g.slices] if g and layout_slices(g.layout) == m else list(ms[m])
-            old = {s.placement: (s.variant, s.batch) for s in g.slices} if g else {}
+            old = {s.placement: (s.service, s.variant, s.batch) for s in g.slices} if g else {}
             slices: list[SliceAssignment | None] = [None] * len(layout)
             for i, p in enumerate(layout):  # same replica on the same slice first
                 pool_s = reps[compute_slices_of(p.profile)]
-                for j, (v, b, sh) in enumerate(pool_s):
-                    if (v, b) == old.get(p):
-                        slices[i] = SliceAssignment(p, v, b, sh)
+                for j, (svc, v, b, sh) in enumerate(pool_s):
+                    if (svc, v, b) == old.get(p):
+                        slices[i] = SliceAssignment(p, v, b, sh, svc)
                         pool_s.pop(j)
                         break
             for i, p in enumerate(layout):
                 if slices[i] is None:
                     pool_s = reps[compute_slices_of(p.profile)]
-                    slices[i] = SliceAssignment(p, *pool_s.pop(0)) if pool_s else SliceAssignment(p, None, 1, 0.0)
+                    if pool_s:
+                        svc, v, b, sh = pool_s.pop(0)
+                        slices[i] = SliceAssignment(p, v, b, sh, svc)
+                    else:
+                        slices[i] = SliceAssignment(p, None, 1, 0.0)
             if all(x.variant is None for x in slices):  # idle: any layout serves; change none
                 slices = [SliceAssignment(x.placement, None, 1, 0.0) for x in g.slices] if g else \
                     [SliceAssignment(p, None, 1, 0.0) for p in ms[(max(s for m in ms for s in m),)]]
             out.append(GpuPlan(gid, t, tuple(slices)))
-    order = {gid: i for i, (gid, _) in enumerate(problem.gpus)}
+    order = {gid: i for i, (gid, _) in enumerate(gpus)}
     out.sort(key=lambda g: order[g.gpu_id])
-    return Plan(problem.service.name, tuple(out), rate, problem.carbon_intensity)
+    return Plan(name, tuple(out), sum(rates), carbon_intensity)
 
 
 # ---- reconfiguration-cost-aware choice ----------------------------------------------------
 def _pay_back_choice(problem: PlanningProblem, best: Plan) -> Plan:
-    """Receding horizon over the forecast (docs/planner.md, "Pay-back"): the best schedule of
-    plans over the next `horizon_h` steps, switching costs included, among the current plan, the
-    optimum now and the optimum of each forecast step; its first step is adopted.
+    """Receding horizon over the forecast (docs/planner.md, "Pay-back") for one service.
 
     Plans are compared with the energy of the batches that actually form (`partial_batches`),
     since the MILP's full-batch energy understates what a switch saves or costs, and a switch
     is charged what the replay simulator charges (controller/planning/switching.py)."""
-    current = problem.current
-    keep = reroute(current, problem)
+    return pay_back(problem.current, best, horizon(problem), problem.reconfig.step_s / 3600.0,
+                    optimum=solve_exact, reroute_=reroute,
+                    value=lambda plan, step: predict(plan, step, partial_batches=True).objective,
+                    cost=lambda a, b: switch_cost(problem, a, b))
+
+
+def pay_back(current: Plan, best: Plan, steps: Sequence[S], hours: float, *, optimum: Callable[[S], Plan],
+             reroute_: Callable[[Plan, S], Plan | None], value: Callable[[Plan, S], float],
+             cost: Callable[[Plan, Plan], float]) -> Plan:
+    """The first step of the best schedule of plans over `steps` (now, then the forecast),
+    switching costs included, among the current plan (re-routed), the optimum now (`best`)
+    and the optimum of each forecast step; one service or several (controller/planning/joint.py).
+
+    `value(plan, step)`: objective per hour of a routed plan; `cost(a, b)`: objective-hours
+    lost switching from a to b; `hours`: the length of a step."""
+    keep = reroute_(current, steps[0])
     if keep is not None and not diff_plans(current, best):
         return best
-    steps = _horizon(problem)
     candidates = [current, best]
     for step in steps[1:]:
         try:
-            cand = solve_exact(step)
+            cand = optimum(step)
         except InfeasibleError:
             continue
         if all(plan_changed(c, cand) for c in candidates):
             candidates.append(cand)
-    hours = problem.reconfig.step_s / 3600.0
     values = []
     for step in steps:
-        row = [_value(c, step, hours) for c in candidates]
+        row = []
+        for c in candidates:
+            routed = reroute_(c, step)
+            row.append(-math.inf if routed is None else value(routed, step) * hours)
         if not any(math.isfinite(v) for v in row):
             break  # no candidate serves this step's forecast rate: decide on the steps before it
         values.append(row)
-    costs = [[0.0 if i == j else switch_cost(problem, a, b) for j, b in enumerate(candidates)]
-             for i, a in enumerate(candidates)]
+    costs = [[0.0 if i == j else cost(a, b) for j, b in enumerate(candidates)] for i, a in enumerate(candidates)]
     chosen = candidates[best_schedule(values, costs, costs[0])[0]]
     if chosen is best:
         return best
-    return keep if chosen is current else reroute(chosen, problem)
+    return keep if chosen is current else reroute_(chosen, steps[0])
 
 
-def _horizon(problem: PlanningProblem) -> list[PlanningProblem]:
+def horizon(problem: PlanningProblem) -> list[PlanningProblem]:
     """One problem per step of the horizon: now, then the forecast carbon intensity and rate;
     beyond a forecast the last value persists (no forecast: nothing is expected to change)."""
     cis = (problem.carbon_intensity, *problem.forecast)
     rates = (problem.rate_rps, *problem.rate_forecast)
     served = problem.mean_rps / problem.rate_rps  # the mean keeps its ratio to the planned rate
-    out = []
-    for k in range(max(1, problem.reconfig.horizon_h)):
+    out = [problem]
+    for k in range(1, max(1, problem.reconfig.horizon_h)):
         ci, rate = cis[min(k, len(cis) - 1)], rates[min(k, len(rates) - 1)]
         out.append(problem.with_(carbon_intensity=ci, rate_rps=rate,
                                  mean_rate_rps=None if problem.mean_rate_rps is None else rate * served))
     return out
-
-
-def _value(plan: Plan, step: PlanningProblem, hours: float) -> float:
-    routed = reroute(plan, step)
-    return -math.inf if routed is None else predict(routed, step, partial_batches=True).objective * hours

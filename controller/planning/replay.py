@@ -41,6 +41,7 @@ from controller.planning.load_forecast import ForecastParams, replan_due
 from controller.planning.model import (
     PlanningProblem,
     column_of,
+    idle_power_w,
     slice_profiles,
 )
 from controller.planning.objective import REFERENCE_CI, REFERENCE_PUE, clover_score
@@ -240,7 +241,7 @@ class Replay:
         if seconds <= 0:
             return 0.0, 0.0, 0.0, 0.0
         p = self.problem
-        idle = sum(p.perf.idle_power_w(t) for _, t in p.gpus) * seconds
+        idle = idle_power_w(p) * seconds
         busy = requests = acc_sum = 0.0
         lats = []
         for start, length, stands_for, warm in self._windows(self._t, seconds):

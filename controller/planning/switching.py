@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 
-from controller.planning.model import PlanningProblem, capacity_shares, predict, served_objective
+from controller.planning.model import PlanningProblem, capacity_shares, idle_power_w, predict, served_objective
 from controller.planning.plan import Plan, diff_plans
 from mig.placement import compute_slices_of
 
@@ -66,7 +66,7 @@ def switch_cost(problem: PlanningProblem, old: Plan, new: Plan) -> float:
         return 0.0
     obj = served_objective(problem)
     interim = interim_plan(problem, old, new)
-    idle = sum(problem.perf.idle_power_w(g.gpu_type) for g in old.gpus)
+    idle = idle_power_w(problem)
     during = predict(interim, problem).objective if interim else obj.value(idle, 0.0)
     load_h = problem.reconfig.model_load_s / 3600.0
     return t_h * (predict(new, problem).objective - during) - obj.power_coef * load_power_w(problem, old, new) * load_h

@@ -24,6 +24,7 @@ from controller.planning.model import (
     reroute,
     slice_profiles,
 )
+from controller.planning.joint import JointProblem, reroute_joint
 from controller.planning.plan import GpuPlan, Plan, SliceAssignment
 from controller.planning.policies.interface import HourContext, Policy
 
@@ -49,10 +50,15 @@ def _undominated(cols: list[Column]) -> list[Column]:
 
 def gpu_configs(problem: PlanningProblem, gpu_type: str) -> list[tuple]:
     """Every per-GPU configuration: (layout, tuple of Column-or-None per slice)."""
-    cols = _undominated(columns(problem, gpu_type))
+    return _configs(gpu_type, _undominated(columns(problem, gpu_type)), lambda c: c.slices)
+
+
+def _configs(gpu_type: str, items: list, size_of) -> list[tuple]:
+    """Every (layout, one item or None per slice) of the GPU type's multisets; `size_of(item)` is
+    the slice size an item needs."""
     by_size = defaultdict(list)
-    for c in cols:
-        by_size[c.slices].append(c)
+    for c in items:
+        by_size[size_of(c)].append(c)
     out = []
     for m, layout in multisets(gpu_type).items():
         sizes = sorted(set(m))
@@ -121,3 +127,53 @@ class OraclePolicy(Policy):
 
     def decide(self, ctx: HourContext) -> Plan:
         return solve_oracle(ctx.problem.with_(current=None, forecast=()))
+
+
+def solve_joint_oracle(jp: JointProblem, limit: int = 300_000) -> Plan:
+    """The joint optimum by enumeration (no accuracy floors): every per-GPU configuration whose
+    slices each hold a column of one service or idle, every combination over the GPUs, each
+    service routed optimally over its replicas. Independent of the joint MILP, for its tests."""
+    types = defaultdict(list)
+    for gid, t in jp.problems[0].gpus:
+        types[t].append(gid)
+    per_type = {t: _configs(t, [(k, c) for k, p in enumerate(jp.problems) for c in _undominated(columns(p, t))],
+                            lambda kc: kc[1].slices) for t in types}
+    size = math.prod(math.comb(len(per_type[t]) + len(ids) - 1, len(ids)) for t, ids in types.items())
+    if size > limit:
+        raise OracleTooLarge(f"oracle would enumerate {size} combinations (limit {limit})")
+    objs = [objective_for(p) for p in jp.problems]
+    best, best_val = None, -math.inf
+    choices = [list(itertools.combinations_with_replacement(range(len(per_type[t])), len(ids))) for t, ids in types.items()]
+    for combo in itertools.product(*choices):
+        val = 0.0
+        for k, (p, obj, w) in enumerate(zip(jp.problems, objs, jp.weights)):
+            reps = sorted(((obj.power_coef * c.energy_j_per_req + obj.accuracy_coef * c.accuracy / p.rate_rps,
+                            c.rmax_rps)
+                           for t, picks in zip(types, combo) for i in picks
+                           for kc in per_type[t][i][1] if kc is not None and kc[0] == k
+                           for c in (kc[1],)), reverse=True)
+            left = p.rate_rps
+            for v, cap in reps:
+                take = min(left, cap)
+                val += w * v * take
+                left -= take
+            if left > 1e-9 * p.rate_rps:
+                break
+        else:
+            if val > best_val:
+                best, best_val = combo, val
+    if best is None:
+        raise ValueError("oracle: no configuration serves every service within its SLA")
+    names = jp.names
+    gpus = []
+    for (t, ids), picks in zip(types.items(), best):
+        for gid, i in zip(ids, picks):
+            layout, slots = per_type[t][i]
+            gpus.append(GpuPlan(gid, t, tuple(
+                SliceAssignment(p, kc[1].variant, kc[1].batch, 0.0, names[kc[0]]) if kc else SliceAssignment(p, None)
+                for p, kc in zip(layout, slots))))
+    order = {gid: i for i, (gid, _) in enumerate(jp.problems[0].gpus)}
+    plan = Plan("+".join(names), tuple(sorted(gpus, key=lambda g: order[g.gpu_id])))
+    routed = reroute_joint(plan, jp)
+    assert routed is not None
+    return routed
