@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from configs.loader import load_services  # noqa: E402
 from controller.carbon.trace import load_trace  # noqa: E402
 from controller.planning.model import PlanningProblem, base_p95_ms  # noqa: E402
-from controller.planning.replay import default_rate_rps, run_policies, time_scaled_config, traffic  # noqa: E402
+from controller.planning.policy_runs import run_policies  # noqa: E402
+from controller.planning.replay_load import default_rate_rps, time_scaled_config, traffic  # noqa: E402
 from loadgen.arrivals import load_rate_trace  # noqa: E402
 from models.performance import PerformanceModel  # noqa: E402
 

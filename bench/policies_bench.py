@@ -33,12 +33,10 @@ from controller.planning.model import PlanningProblem, base_p95_ms, replica_load
 from controller.planning.planner import solve_exact  # noqa: E402
 from controller.planning.policies.oracle import OracleTooLarge, solve_oracle  # noqa: E402
 from controller.planning.queueing import p95_ms  # noqa: E402
-from controller.planning.replay import (  # noqa: E402
-    SimConfig,
-    default_rate_rps,
-    replica_p95_sim,
-    run_policies,
-)
+from controller.planning.policy_runs import run_policies  # noqa: E402
+from controller.planning.replay import SimConfig  # noqa: E402
+from controller.planning.replay_load import default_rate_rps  # noqa: E402
+from controller.planning.request_sim import replica_p95_sim  # noqa: E402
 from models.performance import PerformanceModel  # noqa: E402
 
 CLOVER_TRACES = ["clover_ciso-march_49h", "clover_ciso-sep_49h", "clover_gb-eso-march_49h"]

@@ -109,7 +109,7 @@ def test_ours_beats_clover_sa_without_exploration():
     ours, _ = _run("ours", values, problem)
     sa, _ = _run("clover-sa", values, problem)
     base, _ = _run("base", values, problem)
-    from controller.planning.replay import compare_to_base
+    from controller.planning.policy_runs import compare_to_base
     res = {"ours": ours, "sa": sa, "base": base}
     compare_to_base(res, base, problem.lam)
     assert ours["exploration_requests"] == 0

@@ -9,7 +9,8 @@ from configs.units import carbon_g
 from controller.planning.model import PlanningProblem, base_p95_ms, base_plan
 from controller.planning.policies.interface import TrialResult
 from controller.planning.queueing import p95_ms
-from controller.planning.replay import Replay, SimConfig, replica_p95_sim, serve_replica
+from controller.planning.replay import Replay, SimConfig
+from controller.planning.request_sim import replica_p95_sim, serve_replica
 from models.performance import PerformanceModel
 
 PERF = PerformanceModel.default()
@@ -140,7 +141,7 @@ def test_energy_per_request_with_partial_batches_matches_the_simulator(variant, 
 
 def test_bursty_load_sized_for_bursts_holds_the_sla_where_the_mean_does_not():
     from controller.planning.policies import get_policy
-    from controller.planning.replay import default_rate_rps
+    from controller.planning.replay_load import default_rate_rps
 
     svc, gpus = SERVICES.get("yolo"), (("gpu0", "A100-40GB"),)
     rate = default_rate_rps(svc, gpus, PERF)

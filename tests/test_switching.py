@@ -9,7 +9,9 @@ from configs.loader import load_services
 from controller.carbon.trace import load_trace
 from controller.planning.model import PlanningProblem, ReconfigCost, base_p95_ms, predict, served_objective
 from controller.planning.planner import solve
-from controller.planning.replay import Replay, SimConfig, default_rate_rps, run_policies
+from controller.planning.policy_runs import run_policies
+from controller.planning.replay import Replay, SimConfig
+from controller.planning.replay_load import default_rate_rps
 from controller.planning.switching import best_schedule, interim_plan, switch_cost, transition_seconds
 from models.performance import PerformanceModel
 

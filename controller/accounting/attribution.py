@@ -23,7 +23,8 @@ serving the same number of requests over the same interval at the same carbon in
 PUE, priced by the same performance model: every GPU idles at P_idle, and busy time
 N / (GPUs × base throughput) (capped at T: base would saturate) at base's busy power.
 A GPU whose measurement is missing is estimated from the same model and the interval is
-marked estimated.
+marked estimated. (One module although over 300 lines: the attribution, the baseline and the
+carbon of an interval are one computation whose parts must add up to the metered total.)
 """
 from __future__ import annotations
 

@@ -13,11 +13,11 @@ of them, so `kill -9` and the same command again resumes without restarting a re
 
 `ControlLoop` is the sequence and the state it caches; each concern it sequences has its own
 module: re-plan triggers (triggers.py), carbon readings (carbon_feed.py), the planner's view of the
-service (service_model.py), convergence (reconciler.py, rollout.py), accounting (interval.py).
+service (service_model.py), convergence (reconciler.py, rollout.py), accounting (interval.py), the
+clocks (driver.py), start-up (startup.py) and the status document (status.py).
 """
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +28,7 @@ from controller.accounting.attribution import Accountant, IntervalAccount
 from controller.accounting.metrics import AccountingTotals, ReplicaPlacement
 from controller.carbon.base import CarbonSource
 from controller.loop.carbon_feed import CarbonFeed
+from controller.loop.driver import drive
 from controller.loop.interval import IntervalAccounting, IntervalResult, TrafficWindow
 from controller.loop.ports import EventSink, Fleet, ReplicaRuntime
 from controller.loop.reconciler import Reconciler, ReconcileReport
@@ -35,16 +36,17 @@ from controller.loop.rollout import Rollout, StepContext, StepOutcome
 from controller.loop.routes import Routes
 from controller.loop.service_model import ServiceModel
 from controller.loop.settings import LoopSettings
+from controller.loop.startup import discover_gpus, log_start
 from controller.loop.state import DesiredState, StateStore
+from controller.loop.status import status_doc
 from controller.loop.triggers import ReplanTriggers
 from controller.loop.view import actual_gpu_plan
 from controller.planning.model import base_p95_ms
-from controller.planning.plan import GpuPlan, Plan, plan_changed
+from controller.planning.plan import GpuPlan, Plan, describe, plan_changed
 from controller.planning.planner import InfeasibleError, solve
-from controller.serving.control_bus import BusClient, Command, ConfigCommand, JsonDoc, PlanCommand
+from controller.serving.control_bus import BusClient, Command, ConfigCommand, PlanCommand
 from models.performance import PerformanceModel
 
-log = logging.getLogger(__name__)
 
 @dataclass
 class LoopStats:
@@ -209,24 +211,11 @@ class ControlLoop:
         self.handle(self.bus.wait_commands(timeout_s))
 
     # -- status --------------------------------------------------------------------------------------
-    def status(self) -> JsonDoc:
-        t = self.accountant.totals()
-        return {"service": self.settings.service, "plan": self.plan.to_json() if self.plan else None,
-                "desired_version": self.desired.version if self.desired else None,
-                "carbon_intensity": self.carbon_now, "rate_rps": self.rate_rps, "sla_ms": self.settings.sla,
-                "planning_sla_ms": self.triggers.planning_sla_ms(self.settings.sla),
-                "lambda": self.settings.lam, "gpus": sorted(self.gpus),
-                "emissions": {"carbon_g": t.carbon_g, "baseline_carbon_g": t.baseline_carbon_g,
-                              "saved_pct": t.saved_pct, "energy_j": t.energy_j, "requests": t.requests,
-                              "failed": t.failed, "accuracy": t.accuracy},
-                "reconfigurations": self.stats.reconfigurations, "mig_layout_changes": self.rollout.layout_changes,
-                "variant_swaps": self.rollout.variant_swaps, "mig_ops": self.rollout.mig_ops}
-
     def publish_status(self) -> None:
         self.totals.set_sla(self.settings.service, self.settings.sla / 1000.0)
         self.totals.set_replicas({n: ReplicaPlacement(s.service, s.gpu_id, s.slice_id, s.variant)
                                   for n, s in self.routes.book.specs.items()})
-        self.bus.set_status(self.status(), self.totals.snapshot())
+        self.bus.set_status(status_doc(self), self.totals.snapshot())
 
     # -- driving it ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -262,31 +251,8 @@ class ControlLoop:
         self.publish_status()
 
     def run(self, duration_s: float | None = None) -> None:
-        """Until `stop()` (or `duration_s`): reconcile every `reconcile_every_s`, an interval every
-        `replan_every_s`; an operator command wakes it at once. A failing tick keeps serving."""
-        t_end = time.monotonic() + duration_s if duration_s else None
-        if self.plan is None:
-            self.start()
-        next_interval = time.monotonic() + self.settings.replan_every_s
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if t_end is not None and now >= t_end:
-                break
-            wake = min(next_interval, now + self.settings.reconcile_every_s, t_end or float("inf"))
-            try:
-                self.handle(self.bus.wait_commands(max(0.0, wake - now)))
-                if self._stop.is_set():
-                    break
-                if time.monotonic() >= next_interval:
-                    next_interval += self.settings.replan_every_s
-                    self.tick()
-                else:
-                    self.step_once()
-            except Exception as exc:  # noqa: BLE001 - one bad tick (carbon API, timeout) must not stop serving
-                log.exception("control-loop tick failed")
-                self.events.event("error", f"tick failed, serving on the current plan: {type(exc).__name__}: {exc}",
-                                  where="tick", error=str(exc))
-                self._stop.wait(1.0)
+        """Until `stop()` (or `duration_s`), on the loop's two clocks (controller/loop/driver.py)."""
+        drive(self, self._stop, duration_s)
 
     def stop(self) -> None:
         self._stop.set()
@@ -295,41 +261,3 @@ class ControlLoop:
         """Account for the last partial interval."""
         self.account()
         self.publish_status()
-
-
-def log_start(events: EventSink, settings: LoopSettings, gpus: dict[str, str], carbon_source: str,
-              desired: DesiredState | None) -> None:
-    """The `start` event: what this controller serves with, and whether it resumes a desired plan."""
-    resumed = desired is not None and desired.plan is not None
-    device = settings.device.fields() if settings.device else {}
-    events.event("start", f"controller for {settings.service}: λ={settings.lam}, SLA {settings.sla:.1f} ms, "
-                          f"{len(gpus)} GPUs" + (f" ({device['device']}, meter {device['meter']})" if device else "")
-                 + (f", resuming desired plan v{desired.version}" if resumed and desired else ""),
-                 service=settings.service, lam=settings.lam, sla_ms=settings.sla,
-                 carbon_source=carbon_source, gpus=sorted(gpus.items()), resumed=resumed, **device)
-
-
-def discover_gpus(fleet: Fleet, desired: DesiredState | None, events: EventSink) -> dict[str, str]:
-    """GPUs to plan for (id → type): the MIG-enabled ones the agents report, plus those of the
-    desired plan (a restarted controller keeps them while their agent is away)."""
-    view = fleet.observe()
-    gpus = {gid: g.handle.gpu_type for gid, g in view.gpus.items() if g.enabled}
-    for gid, g in view.gpus.items():
-        if not g.enabled:
-            events.event("error", f"{gid}: MIG mode is off; run `gpu-node mig enable`; GPU not used",
-                         where="discover", error="mig disabled")
-    if desired is not None and desired.plan is not None:
-        gpus.update({g.gpu_id: g.gpu_type for g in desired.plan.gpus})
-    if not gpus:
-        raise RuntimeError("no GPU to serve on: no node agent answered with a MIG-enabled GPU; run "
-                           "`gpu-node setup --system` on each GPU node (and `gpu-node mig enable`)")
-    return gpus
-
-
-def describe(plan: Plan) -> str:
-    parts = []
-    for g in plan.gpus:
-        sl = ", ".join(f"{s.placement.profile}:{s.variant or '-'}" + (f"×b{s.batch}" if s.variant else "")
-                       for s in g.slices)
-        parts.append(f"{g.gpu_id}[{sl or 'idle'}]")
-    return " ".join(parts)

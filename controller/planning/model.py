@@ -11,6 +11,10 @@ slice of that size. Under the performance model a column has
 - the variant's accuracy.
 A GPU always draws its idle power (a GPU cannot be switched off from here; an empty GPU is
 "powered down to idle"). Everything here is pure: no I/O.
+
+One module although over 300 lines: the columns, Base and the evaluation of a plan define the
+objective together (Base normalises it, evaluation and the MILP must agree bit for bit), and
+splitting them would make each half import the other.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from controller.planning.plan import GpuPlan, Plan, Prediction, SliceAssignment
 from controller.planning.queueing import energy_per_request_j, max_rate_rps, p95_ms
 from mig.placement import compute_slices_of, slice_multisets
 from mig.types import Layout
+from models.protocol import PerfModel
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
 
@@ -49,7 +54,7 @@ class PlanningProblem:
 
     service: Service
     gpus: tuple[tuple[str, str], ...]  # (gpu_id, gpu_type)
-    perf: object  # models.performance.PerformanceModel (duck-typed for small test models)
+    perf: PerfModel  # models.performance.PerformanceModel, or a small model in tests
     rate_rps: float
     sla_ms: float
     lam: float = DEFAULT_LAMBDA

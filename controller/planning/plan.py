@@ -161,3 +161,13 @@ def plan_changed(old: Plan | None, new: Plan) -> bool:
     if old is None:
         return True
     return bool(diff_plans(old, new)) or {g.gpu_id for g in old.gpus} != {g.gpu_id for g in new.gpus}
+
+
+def describe(plan: Plan) -> str:
+    """`node0/gpu0[4g.40gb:b4×b8, 3g.40gb:-]`: one GPU per field, for run.log lines."""
+    parts = []
+    for g in plan.gpus:
+        sl = ", ".join(f"{s.placement.profile}:{s.variant or '-'}" + (f"×b{s.batch}" if s.variant else "")
+                       for s in g.slices)
+        parts.append(f"{g.gpu_id}[{sl or 'idle'}]")
+    return " ".join(parts)

@@ -24,15 +24,16 @@ Transitions: a changed slice serves nothing for its MIG operations + model load
 make-before-break (ours) unchanged replicas keep serving and take the traffic; without it
 (Clover's artifact stops every service on the node) the node serves nothing meanwhile. A
 request that finds no replica is lost: latency ∞, counted in `lost_requests` and at accuracy 0.
+
+The `Replay` class is one timeline (decide, switch, segments, tally) and stays in one file; the
+request-level core, the load set-up and the policy comparison live beside it.
 """
 from __future__ import annotations
 
 import itertools
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 
 import numpy as np
 
@@ -42,9 +43,7 @@ from controller.planning.model import (
     PlanningProblem,
     column_of,
     idle_power_w,
-    slice_profiles,
 )
-from controller.planning.objective import REFERENCE_CI, REFERENCE_PUE, clover_score
 from controller.planning.plan import Plan, diff_plans
 from controller.planning.policies.interface import (
     HourContext,
@@ -53,8 +52,8 @@ from controller.planning.policies.interface import (
     TraceKnowledge,
     TrialResult,
 )
+from controller.planning.request_sim import Tally, serve_replica
 from controller.planning.switching import load_power_w, serving_subset, transition_seconds
-from loadgen.arrivals import RateTrace
 
 # rank fractions splitting a varying segment's chunks into strata, by number of strata (one per
 # 12 minutes of segment, 2 to 5): the busiest chunks always get a stratum of their own
@@ -74,72 +73,6 @@ class SimConfig:
     bin_s: float = 1.0  # resolution of the load profile and of the counts policies see
     history_s: float = 3600.0  # how far back load-aware policies look
     forecast: ForecastParams = field(default_factory=ForecastParams)
-
-
-class Tally:
-    """Weighted request and energy accumulator of one policy run."""
-
-    def __init__(self) -> None:
-        self.lat: list[np.ndarray] = []
-        self.w: list[np.ndarray] = []
-        self.acc_sum = 0.0
-        self.served = 0.0
-        self.lost = 0.0  # requests that found no replica (a stopped node): latency ∞
-        self.requests = 0.0
-        self.energy_j = 0.0
-        self.carbon_g = 0.0
-        self.exploration_requests = 0.0
-        self.hourly_carbon: list[float] = []
-
-    def add(self, lat: np.ndarray, acc: np.ndarray, weight: float) -> None:
-        self.lat.append(lat)
-        self.w.append(np.full(len(lat), weight))
-        ok = np.isfinite(lat)
-        self.acc_sum += float(acc[ok].sum()) * weight
-        self.served += float(ok.sum()) * weight
-        self.lost += float((~ok).sum()) * weight
-        self.requests += len(lat) * weight
-
-    def quantile(self, q: float) -> float:
-        lat = np.concatenate(self.lat) if self.lat else np.zeros(1)
-        w = np.concatenate(self.w) if self.w else np.ones(1)
-        order = np.argsort(lat)
-        cum = np.cumsum(w[order])
-        return float(lat[order][min(int(np.searchsorted(cum, q * cum[-1])), len(lat) - 1)])
-
-    def over(self, limit_ms: float) -> float:
-        lat = np.concatenate(self.lat) if self.lat else np.zeros(1)
-        w = np.concatenate(self.w) if self.w else np.ones(1)
-        return float(w[lat > limit_ms].sum() / w.sum())
-
-
-def serve_replica(arrivals: np.ndarray, service_ms: np.ndarray, power_w: np.ndarray) -> tuple[np.ndarray, float]:
-    """Latencies (ms) of FIFO requests with greedy batching up to len(service_ms); busy energy (J)."""
-    n = len(arrivals)
-    lat = np.empty(n)
-    big_b = len(service_ms)
-    t_free = -math.inf
-    energy = 0.0
-    i = 0
-    while i < n:
-        start = arrivals[i] if arrivals[i] > t_free else t_free
-        j = int(np.searchsorted(arrivals, start, side="right"))
-        j = min(max(j, i + 1), i + big_b)
-        b = j - i
-        end = start + service_ms[b - 1]
-        lat[i:j] = end - arrivals[i:j]
-        energy += power_w[b - 1] * service_ms[b - 1] / 1000.0
-        t_free = end
-        i = j
-    return lat, energy
-
-
-def replica_p95_sim(rate_rps: float, service_ms, seconds: float, rng: np.random.Generator) -> float:
-    """Simulated p95 of one replica (for validating controller/planning/queueing.py)."""
-    arr = np.sort(rng.uniform(0.0, seconds * 1000.0, rng.poisson(rate_rps * seconds)))
-    lat, _ = serve_replica(arr, np.asarray(service_ms, float), np.zeros(len(service_ms)))
-    skip = np.searchsorted(arr, 0.05 * seconds * 1000.0)
-    return float(np.quantile(lat[skip:], 0.95))
 
 
 class Replay:
@@ -406,77 +339,3 @@ def same_serving(a: Plan | None, b: Plan) -> bool:
         return False
     shares = {(g.gpu_id, s.placement): s.share for g, s in a.replicas()}
     return all(abs(shares.get((g.gpu_id, s.placement), -1.0) - s.share) <= 1e-9 for g, s in b.replicas())
-
-
-def compare_to_base(results: dict[str, dict], base: dict, lam: float) -> None:
-    """Add carbon_saving_pct, accuracy_loss_pct and Clover's objective (C_base at 250 g/kWh,
-    PUE 1.5, from Base's simulated energy) to each policy's summary, in place."""
-    base_ref = carbon_g(base["energy_j"], REFERENCE_CI, REFERENCE_PUE)
-    for r in results.values():
-        r["carbon_saving_pct"] = 100.0 * (base["carbon_g"] - r["carbon_g"]) / base["carbon_g"]
-        r["accuracy_loss_pct"] = 100.0 * (base["accuracy"] - r["accuracy"]) / base["accuracy"]
-        r["objective"] = float(clover_score(lam, r["carbon_g"], r["accuracy"], base_ref, base["accuracy"]))
-
-
-@dataclass
-class PolicyRun:
-    summary: dict
-    plans: list[Plan]  # the plan decided at the start of each step
-    timeline: list[tuple[float, Plan]]  # (time s, plan) of every deployment, re-plans within a step included
-
-
-def time_scaled_config(time_scale: float = 1.0, step_s: float = 3600.0, **kwargs) -> SimConfig:
-    """Replay settings for a rate trace played `time_scale` times slower (<1: faster) and steps of
-    `step_s`: the forecast's time constants (block, peak window, history) scale with the trace,
-    so a compressed day is forecast like a real one; bands are checked four times a step."""
-    if not (time_scale > 0 and step_s > 0):
-        raise ValueError("the time scale and the step must be positive")
-    params = ForecastParams(block_s=60.0 * time_scale, peak_window_s=600.0 * time_scale)
-    bin_s = step_s / math.ceil(step_s / min(1.0, step_s / 50.0, time_scale))  # divides a step
-    return SimConfig(step_s=step_s, check_s=step_s / 4.0, bin_s=bin_s, history_s=max(3600.0 * time_scale, step_s),
-                     forecast=params, **kwargs)
-
-
-def traffic(shape: RateTrace, start: datetime, busiest_rps: float, steps: int, config: SimConfig,
-            diurnal: float | None = None, peak_hour: float = 14.0, stride: int = 1, minute_s: float = 60.0) -> np.ndarray:
-    """Expected rate per `config.bin_s` over a replay of `steps` steps: `shape` (looping), times a
-    daily envelope whose busiest moment is `diurnal` x its quietest, peaking at `peak_hour` on the
-    carbon trace's clock (`start` = its first row; a step stands for `stride` hours), scaled so
-    its busiest `minute_s` runs at `busiest_rps`."""
-    duration = steps * config.step_s
-    if diurnal:
-        per_hour = config.step_s / stride  # simulated seconds per hour of the carbon trace
-        since_midnight_h = start.hour + start.minute / 60.0
-        day_s, peak_at_s = 24 * per_hour, ((peak_hour - since_midnight_h) % 24) * per_hour
-        shape = shape.modulated(RateTrace.diurnal(diurnal, peak_at_s, day_s, step_s=day_s / 288), duration)
-    return np.asarray(shape.with_peak(busiest_rps, duration, minute_s).binned(config.bin_s, duration))
-
-
-def default_rate_rps(service, gpus, perf, fraction: float = 0.5) -> float:
-    """`fraction` of Base's capacity (base variant, whole GPU, batch 1, summed over GPUs):
-    Base then runs at 50 % utilisation and its p95 (the default SLA) is a sensible target."""
-    return fraction * sum(
-        perf.throughput_rps(service.base.profile_key, t, max(slice_profiles(t)), 1) for _, t in gpus)
-
-
-def run_policies(problem: PlanningProblem, trace_values: list[float], names: list[str],
-                 config: SimConfig, on_skip: Callable[[str, str], None] | None = None,
-                 load: np.ndarray | None = None) -> dict[str, PolicyRun]:
-    """Replay every named policy (Base always, as the reference) on the same traffic (`load`:
-    expected rate per `config.bin_s`, None for the problem's constant rate) and compare them
-    to Base."""
-    from controller.planning.policies import get_policy
-    from controller.planning.policies.oracle import OracleTooLarge
-
-    out: dict[str, PolicyRun] = {}
-    for name in ["base", *[n for n in names if n != "base"]]:
-        rp = Replay(problem, trace_values, get_policy(name, config.seed), config, load)
-        try:
-            summary = rp.run()
-        except OracleTooLarge as exc:
-            if on_skip:
-                on_skip(name, str(exc))
-            continue
-        out[name] = PolicyRun(summary, rp.plans, rp.timeline)
-    compare_to_base({k: v.summary for k, v in out.items()}, out["base"].summary, problem.lam)
-    return out

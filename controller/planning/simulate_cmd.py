@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     from controller.planning.model import PlanningProblem, ReconfigCost, base_p95_ms
     from controller.planning.planner import InfeasibleError
     from controller.planning.policies import POLICIES
-    from controller.planning.replay import default_rate_rps, run_policies, time_scaled_config, traffic
+    from controller.planning.policy_runs import run_policies
+    from controller.planning.replay_load import default_rate_rps, time_scaled_config, traffic
     from loadgen.arrivals import load_rate_trace
     from loadgen.errors import LoadgenInputError
     from models.performance import PerformanceModel

@@ -15,6 +15,8 @@ Latency is measured from the moment the request reached this handler, so the log
 what clients see minus the proxy hop.
 
 (No `from __future__ import annotations` here: FastAPI reads the handlers' annotations at runtime.)
+Over 300 lines because a Serve FastAPI ingress is one class holding every endpoint; the routing
+decision itself is the pure controller/serving/router.py.
 """
 
 import asyncio

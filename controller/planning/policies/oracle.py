@@ -15,6 +15,7 @@ import itertools
 import math
 from collections import defaultdict
 
+from controller.planning.joint import JointProblem, reroute_joint
 from controller.planning.model import (
     Column,
     PlanningProblem,
@@ -24,7 +25,6 @@ from controller.planning.model import (
     reroute,
     slice_profiles,
 )
-from controller.planning.joint import JointProblem, reroute_joint
 from controller.planning.plan import GpuPlan, Plan, SliceAssignment
 from controller.planning.policies.interface import HourContext, Policy
 

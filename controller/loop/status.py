@@ -1,0 +1,27 @@
+"""The controller's `/v1/status` document: the desired plan, the carbon and load it was made for,
+the run's emissions so far and how much it has reconfigured. Published through the control bus
+with the Prometheus totals every reconcile tick (ControlLoop.publish_status).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from controller.serving.control_bus import JsonDoc
+
+if TYPE_CHECKING:
+    from controller.loop.control_loop import ControlLoop
+
+
+def status_doc(loop: ControlLoop) -> JsonDoc:
+    """What `GET /v1/status` shows."""
+    t = loop.accountant.totals()
+    return {"service": loop.settings.service, "plan": loop.plan.to_json() if loop.plan else None,
+            "desired_version": loop.desired.version if loop.desired else None,
+            "carbon_intensity": loop.carbon_now, "rate_rps": loop.rate_rps, "sla_ms": loop.settings.sla,
+            "planning_sla_ms": loop.triggers.planning_sla_ms(loop.settings.sla),
+            "lambda": loop.settings.lam, "gpus": sorted(loop.gpus),
+            "emissions": {"carbon_g": t.carbon_g, "baseline_carbon_g": t.baseline_carbon_g,
+                          "saved_pct": t.saved_pct, "energy_j": t.energy_j, "requests": t.requests,
+                          "failed": t.failed, "accuracy": t.accuracy},
+            "reconfigurations": loop.stats.reconfigurations, "mig_layout_changes": loop.rollout.layout_changes,
+            "variant_swaps": loop.rollout.variant_swaps, "mig_ops": loop.rollout.mig_ops}
