@@ -15,13 +15,15 @@ Every method returns the typed records of gpu_node/records.py, never dicts.
 """
 from __future__ import annotations
 
+import platform
 import threading
 import time
 from typing import Any
 
 from configs.cluster import NAMESPACE, agent_name, node_resource
 from gpu_node.devices import AgentConfig, NodeDevices, build_devices
-from gpu_node.records import GpuRecord, IntervalEnergy, LeaseRecord, MigOpRecord, NodeInfo, SliceRecord
+from gpu_node.meters.base import Measurement, Meter
+from gpu_node.records import GpuRecord, HostReading, IntervalEnergy, LeaseRecord, MigOpRecord, NodeInfo, SliceRecord
 from mig.errors import MigError
 from mig.repartition import apply_plan, plan_repartition
 from mig.types import Placement, canonical
@@ -50,7 +52,10 @@ class NodeAgent:
         self._ray_node_id, session = _ray_context()
         self._lock = threading.Lock()  # one re-partition at a time
         self.devices = devices or build_devices(cfg, session=session)
+        self.machine = platform.node()  # names the host's energy, counted once per machine
         self.devices.meter.begin_window(WINDOW)
+        if self.devices.host_meter is not None:
+            self.devices.host_meter.begin_window(WINDOW)
 
     def gpu_id(self, index: int) -> str:
         return f"{self.cfg.node}/gpu{index}"
@@ -137,13 +142,23 @@ class NodeAgent:
 
     def interval_energy(self) -> IntervalEnergy:
         """Joules per GPU and busy seconds per slice since the previous call (one meter window
-        per control interval); what the accountant needs to attribute energy to slices."""
-        meter = self.devices.meter
-        m = meter.end_window(WINDOW)
-        meter.begin_window(WINDOW)
+        per control interval); what the accountant needs to attribute energy to slices. On a GPU
+        node also the host's CPU package and DRAM joules over the same window (`host`)."""
+        m = _restart_window(self.devices.meter)
         energy = {self.gpu_id(int(dev.removeprefix("gpu"))): j for dev, j in m.energy_j.items()}
         busy = {self.gpu_id(gpu): slices for gpu, slices in self.devices.busy.take().items()}
-        return IntervalEnergy(energy, busy, m.duration_s, m.estimated, m.source, tuple(m.notes))
+        host = None
+        if self.devices.host_meter is not None:
+            h = _restart_window(self.devices.host_meter)
+            host = HostReading(self.machine, h.energy_j, h.estimated, h.notes)
+        return IntervalEnergy(energy, busy, m.duration_s, m.estimated, m.source, tuple(m.notes), host)
+
+
+def _restart_window(meter: Meter) -> Measurement:
+    """End the interval window and open the next one at once, so no energy falls between two."""
+    m = meter.end_window(WINDOW)
+    meter.begin_window(WINDOW)
+    return m
 
 
 def start_agent(cfg: AgentConfig, *, ray_node_id: str | None = None, detached: bool = True) -> Any:

@@ -1,10 +1,12 @@
-"""One factory for a node's devices: partition backend, slice leases, energy meter, busy-time recorder.
+"""One factory for a node's devices: partition backend, slice leases, energy meters, busy-time recorder.
 
 Why one place: a simulated node and a real one differ only in what is built here — simulated
 MIG/MPS state and `SimulatedGpu`s driven by the performance model, nvidia-smi/the MPS control
 daemon and NVML, or this host's CPU as one uncut device with RAPL (or energy modelled from its
 CPU profile where RAPL is unreadable; gpu_node/host_cpu.py). The node agent receives a
-`NodeDevices` and never asks which kind it got.
+`NodeDevices` and never asks which kind it got. A GPU node also meters its host's CPU package and
+DRAM with RAPL (the emissions CSV's cpu_energy/ram_energy); a CPU node does not, since its
+device's energy already is that.
 
 Busy time per slice is what per-slice energy attribution needs (controller/accounting). A
 replica reports each batch twice, and each recorder keeps the report it can trust:
@@ -16,6 +18,7 @@ replica reports each batch twice, and each recorder keeps the report it can trus
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -25,12 +28,15 @@ from typing import Protocol
 
 from configs.cluster import node_state_dir
 from gpu_node.meters.base import Meter
+from gpu_node.meters.rapl import DEFAULT_ROOT, RaplMeter
 from gpu_node.simulated_gpu import SimulatedGpu
 from mig.backend import LEASES_FILE, STATE_FILES, PartitionBackend, make_backend
 from mig.leases import LeaseBook
 from mig.mps import MpsControl, MpsDaemon, SimulatedDaemon
 from mig.types import GpuInfo
 from models.protocol import PerfModel
+
+RAPL_ROOT_ENV = "CLOVER_RAPL_ROOT"
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,9 @@ class AgentConfig:
     # modelled from `profile` (a CPU profile file) where RAPL cannot be read.
     device: str = "gpu"
     profile: str | None = None
+    # powercap tree the host's RAPL counters are read from (a fake one in tests), by both the host
+    # meter of a GPU node and a CPU node's device meter; default $CLOVER_RAPL_ROOT, else /sys/class/powercap
+    rapl_root: str | None = None
 
     def __post_init__(self) -> None:
         if self.device not in ("gpu", "cpu"):
@@ -66,6 +75,10 @@ class AgentConfig:
     @property
     def state_path(self) -> Path:
         return Path(self.state_dir) if self.state_dir else node_state_dir(self.node)
+
+    @property
+    def rapl_path(self) -> Path:
+        return Path(self.rapl_root or os.environ.get(RAPL_ROOT_ENV) or DEFAULT_ROOT)
 
 
 class BusyRecorder(Protocol):
@@ -142,6 +155,7 @@ class NodeDevices:
     leases: LeaseBook
     meter: Meter  # device keys "gpu<index>", like NVML's
     busy: BusyRecorder
+    host_meter: Meter | None = None  # the host's RAPL zones; None where `meter` already is the host CPU
 
 
 def _simulated_meters(_cfg: AgentConfig, gpus: list[GpuInfo], perf: PerfModel | None) -> tuple[Meter, BusyRecorder]:
@@ -172,7 +186,7 @@ def _cpu_meters(cfg: AgentConfig, _gpus: list[GpuInfo], perf: PerfModel | None) 
                              "its energy from; pass AgentConfig(profile=...) (`gpu-node profile --device cpu`)")
         return PerformanceModel.from_profiles([cfg.profile])
 
-    return cpu_meters(profile_model)
+    return cpu_meters(profile_model, cfg.rapl_path)
 
 
 def _gpu_backend(cfg: AgentConfig, leases: LeaseBook) -> PartitionBackend:
@@ -218,4 +232,5 @@ def build_devices(cfg: AgentConfig, *, session: str = "", perf: PerfModel | None
     leases = LeaseBook(cfg.state_path / LEASES_FILE, session=session)
     backend = partition_backend(cfg, leases)
     meter, busy = _KINDS[cfg.kind].meters(cfg, backend.list_gpus(), perf)
-    return NodeDevices(backend, leases, meter, busy)
+    host_meter = None if cfg.kind == "cpu" else RaplMeter(cfg.rapl_path)
+    return NodeDevices(backend, leases, meter, busy, host_meter)

@@ -2,7 +2,7 @@
 
 They are the whole contract between a GPU node and the controller: what the node has (`NodeInfo`
 → `GpuRecord` → `SliceRecord`), what a re-partition did (`MigOpRecord`), who holds a slice
-(`LeaseRecord`) and what the GPUs consumed (`IntervalEnergy`). Frozen, so a record read once is
+(`LeaseRecord`) and what the GPUs and their host consumed (`IntervalEnergy`, `HostReading`). Frozen, so a record read once is
 a snapshot, never a live view.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from mig.leases import LeaseRecord  # defined beside the lease book that makes them
 
-__all__ = ["GpuRecord", "IntervalEnergy", "LeaseRecord", "MigOpRecord", "NodeInfo", "SliceRecord"]
+__all__ = ["GpuRecord", "HostReading", "IntervalEnergy", "LeaseRecord", "MigOpRecord", "NodeInfo", "SliceRecord"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,21 @@ class MigOpRecord:
 
 
 @dataclass(frozen=True)
+class HostReading:
+    """CPU package and DRAM energy (RAPL) of the machine an agent runs on, over the same interval
+    as its GPUs' reading: the emissions CSV's cpu_energy/ram_energy, apart from the GPUs' energy.
+
+    `machine` names the host, so agents sharing one machine (several simulated nodes, tests)
+    have its energy counted once. An empty `energy_j` means RAPL was not readable; `notes` say why.
+    """
+
+    machine: str
+    energy_j: dict[str, float]  # RAPL zone -> joules: "cpu0" (package), "cpu0-dram" (its DRAM)
+    estimated: bool
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class IntervalEnergy:
     """Energy per GPU and busy seconds per slice since the agent's previous reading."""
 
@@ -77,3 +92,6 @@ class IntervalEnergy:
     estimated: bool
     source: str
     notes: tuple[str, ...] = ()
+    # None: the node reads no host energy apart, because its device *is* the host CPU (its RAPL
+    # energy is already `energy_j`; gpu_node/host_cpu.py), or the agent predates host readings.
+    host: HostReading | None = None

@@ -175,6 +175,7 @@ def test_the_agent_of_a_cpu_node_serves_one_whole_cpu(tmp_path, cpu_profile_file
     agent.record_busy(0, f"{WHOLE}@0", 0.5)
     e = agent.interval_energy()
     assert e.busy_s == {"n0/gpu0": {f"{WHOLE}@0": 0.5}} and e.energy_j["n0/gpu0"] > 0
+    assert e.host is None  # the CPU's RAPL energy is the device's: not read again as host energy
     unreadable = rapl_unreadable()
     assert e.estimated == (unreadable is not None)
     assert e.source == ("rapl" if unreadable is None else "modelled")

@@ -101,4 +101,6 @@ def test_mps_gpu_is_planned_served_repartitioned_and_accounted(stack):
     assert httpx.post(url + "/v1/infer", content=_image(), timeout=30).status_code == 200
     intervals = read_events(stack["run_dir"], "interval")
     assert intervals and intervals[-1]["requests"] > 0 and intervals[-1]["energy_j"] > 0
-    assert intervals[-1]["carbon_g"] > 0 and not intervals[-1]["estimated"]
+    assert intervals[-1]["carbon_g"] > 0
+    # the simulated GPUs' energy is measured; only the host's RAPL (unreadable on most CI machines) may be missing
+    assert not intervals[-1]["estimated"] or all("RAPL" in n for n in intervals[-1]["notes"]), intervals[-1]["notes"]

@@ -150,7 +150,7 @@ class IntervalAccount:
         return {"duration_s": self.duration_s, "energy_j": self.energy_j, "carbon_g": self.carbon_g,
                 "baseline_carbon_g": self.baseline_carbon_g, "accuracy": self.accuracy, "p95_ms": self.p95_ms,
                 "requests": self.requests, "failed": self.failed, "carbon_intensity": self.carbon_intensity,
-                "estimated": self.estimated}
+                "cpu_energy_j": self.cpu_energy_j, "ram_energy_j": self.ram_energy_j, "estimated": self.estimated}
 
 
 @dataclass

@@ -8,6 +8,7 @@ does not answer costs one timeout per tick, not one per call.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TypeVar
 
 import ray
@@ -107,24 +108,17 @@ class RayFleet:
     def interval_energy(self) -> FleetEnergy:
         agents = self._lookup()
         got = _gather({n: a.interval_energy.remote() for n, a in agents.items()}, IntervalEnergy, self._timeout)
-        energy: dict[str, float] = {}
-        busy: dict[str, dict[str, float]] = {}
         notes: list[str] = []
-        estimated = False
-        for node, e in got.items():
-            energy.update(e.energy_j)
-            busy.update(e.busy_s)
-            estimated |= e.estimated
-            notes += list(e.notes)
+        for node in got:
             started = self._started.get(node)
             if node in self._read_since and self._read_since[node] != started:
-                estimated = True  # the agent restarted mid-interval: its counter covers only part of it
+                # the agent restarted mid-interval: its counter covers only part of it
                 notes.append(f"node {node}: agent restarted during the interval; its energy is partial")
             self._read_since[node] = started
-        for node in sorted(set(self._started) - set(got)):
-            estimated = True
-            notes.append(f"node {node}: agent did not answer; its GPUs' energy is modelled")
-        return FleetEnergy(energy, busy, estimated, tuple(notes))
+        notes += [f"node {node}: agent did not answer; its GPUs' energy is modelled"
+                  for node in sorted(set(self._started) - set(got))]
+        energy = FleetEnergy.of(got)
+        return replace(energy, estimated=energy.estimated or bool(notes), notes=(*energy.notes, *notes))
 
     def leases(self) -> dict[str, list[LeaseRecord]]:
         agents = self._lookup()

@@ -1,5 +1,6 @@
-"""One accounting interval: traffic from the ingress counters, energy from the node agents,
-attribution and carbon by the accountant, one `interval` event in run.log.
+"""One accounting interval: traffic from the ingress counters, energy from the node agents (their
+GPUs', and their hosts' CPU/DRAM where RAPL is readable), attribution and carbon by the
+accountant, one `interval` event in run.log.
 
 Traffic is the difference of cumulative counters (controller/serving/counters.py), taken per
 ingress replica, so a replica that restarted (a new id) or several replicas serving at once are
@@ -85,7 +86,8 @@ class IntervalAccounting:
         p95 = traffic.p_ms(0.95)
         acct = self.accountant.record_interval(
             seconds, {k: v for k, v in energy.energy_j.items() if k in gpus}, activity, traffic.by_variant(),
-            carbon_intensity, pue, p95_ms=p95, failed=traffic.failures(), estimated=energy.estimated)
+            carbon_intensity, pue, p95_ms=p95, failed=traffic.failures(), estimated=energy.estimated,
+            host=energy.host)
         rec = acct.event_fields()
         self.totals.observe_interval(self.accountant.service.name, acct)
         self.intervals.append(rec)
@@ -94,7 +96,7 @@ class IntervalAccounting:
             "interval", f"{acct.requests} requests, {acct.energy_j:.0f} J, {acct.carbon_g:.3f} g "
                         f"(base {acct.baseline_carbon_g:.3f} g), p95 on slice {p95 or 0.0:.1f} ms (SLA {sla_ms:.1f}), "
                         f"at ingress {at_ingress or 0.0:.1f} ms", ingress_p95_ms=at_ingress,
-            failed_by_kind=traffic.failures_by_kind(), notes=list(energy.notes), **rec)
+            failed_by_kind=traffic.failures_by_kind(), notes=[*energy.notes, *energy.host.notes], **rec)
         if self.on_interval:
             self.on_interval(acct)
         return IntervalResult(acct, traffic, seconds)

@@ -7,14 +7,16 @@ make-before-break, rollback and node loss are tested without Ray.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from controller.accounting.attribution import HostEnergy
 from controller.loop.view import FleetView, GpuHandle, ReplicaState
 from controller.serving.counters import ServingCounters
 from controller.serving.replica import ReplicaSpec
 from controller.serving.router import RoutingTable
-from gpu_node.records import LeaseRecord, MigOpRecord
+from gpu_node.records import HostReading, IntervalEnergy, LeaseRecord, MigOpRecord
 from mig.types import Layout
 
 
@@ -24,12 +26,41 @@ class NodeLostError(RuntimeError):
 
 @dataclass(frozen=True)
 class FleetEnergy:
-    """Energy of every GPU whose agent answered, since the previous reading."""
+    """Energy of every GPU whose agent answered, and of their hosts, since the previous reading."""
 
     energy_j: dict[str, float] = field(default_factory=dict)  # gpu_id -> J
     busy_s: dict[str, dict[str, float]] = field(default_factory=dict)  # gpu_id -> slice_id -> s
     estimated: bool = False  # some GPU's reading is partial (agent restarted) or modelled
     notes: tuple[str, ...] = ()
+    host: HostEnergy = field(default_factory=HostEnergy)  # the hosts' CPU/DRAM; its own `estimated` and notes
+
+    @classmethod
+    def of(cls, readings: Mapping[str, IntervalEnergy]) -> FleetEnergy:
+        """The node agents' readings (node -> reading) summed: GPUs by id, hosts once per machine."""
+        energy: dict[str, float] = {}
+        busy: dict[str, dict[str, float]] = {}
+        notes: list[str] = []
+        hosts: dict[str, HostReading] = {}
+        for e in readings.values():
+            energy.update(e.energy_j)
+            busy.update(e.busy_s)
+            notes += e.notes
+            if e.host is not None:
+                hosts.setdefault(e.host.machine, e.host)
+        return cls(energy, busy, any(e.estimated for e in readings.values()), tuple(notes),
+                   host_energy(hosts.values()))
+
+
+def host_energy(hosts: Iterable[HostReading]) -> HostEnergy:
+    """The hosts' RAPL readings (one per machine) as the accountant's `HostEnergy`: estimated, with
+    the reason, where a host's RAPL could not be read; 0 and not estimated when no node reads one
+    (CPU nodes: their CPU's energy is the device's)."""
+    hosts = list(hosts)
+    if not hosts:
+        return HostEnergy()
+    zones = {f"{h.machine}/{zone}": j for h in hosts for zone, j in h.energy_j.items()}
+    return HostEnergy.from_rapl(zones, estimated=any(h.estimated for h in hosts),
+                                notes=[f"host {h.machine}: {n}" for h in hosts for n in h.notes])
 
 
 class Fleet(Protocol):
