@@ -3,7 +3,7 @@ overload asks for more capacity, a pinned plan is left alone, and the measured s
 is taken off the SLA the planner plans for."""
 from __future__ import annotations
 
-from controller.loop.triggers import MAX_OVERHEAD_SHARE, OVERLOAD_WINDOW_S, ReplanTriggers
+from controller.loop.triggers import MAX_OVERHEAD_SHARE, OVERLOAD_WINDOW_S, PLANNING_SLA_STEP, ReplanTriggers
 from controller.planning.load_forecast import ForecastParams
 from controller.serving.counters import ServingCounters
 from tests.loop_fakes import Events, FakeBus, Journal
@@ -46,7 +46,7 @@ def test_within_the_sla_nothing_happens_and_the_overhead_is_learnt():
     verdict = tick_window(triggers, bus, clock, slice_ms=30.0, predicted=20.0)
     assert verdict.reason is None and not [e for e in events.events if e[0] == "overload"]
     assert 0.0 < triggers.overhead_ms <= 12.0  # p95 ~30 ms measured vs 20 ms predicted, one window's weight
-    assert triggers.planning_sla_ms(SLA) == SLA - triggers.overhead_ms
+    assert SLA - triggers.overhead_ms - PLANNING_SLA_STEP * SLA < triggers.planning_sla_ms(SLA) <= SLA - triggers.overhead_ms
 
 
 def test_overload_asks_for_more_capacity_and_a_tighter_planning_sla():
@@ -76,3 +76,14 @@ def test_unknown_prediction_leaves_the_overhead_alone():
     triggers, bus, clock, _ = setup()
     tick_window(triggers, bus, clock, slice_ms=60.0, predicted=0.0)
     assert triggers.overhead_ms == 0.0
+
+
+def test_the_planning_sla_moves_in_steps_so_the_planner_reuses_its_columns():
+    triggers = setup()[0]
+    seen = set()
+    for overhead in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
+        triggers.overhead_ms = overhead
+        seen.add(triggers.planning_sla_ms(SLA))
+    assert len(seen) == 1  # a wobbling estimate under one step is one planning SLA
+    triggers.overhead_ms = 0.0
+    assert triggers.planning_sla_ms(SLA) == SLA

@@ -16,6 +16,7 @@ overload re-plan could only find the same plan again.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ OVERLOAD_SHED = 0.05  # requests turned away (503 saturated) above this share of
 OVERLOAD_GROWTH = 1.25  # capacity asked for on overload: this × the offered rate
 OVERHEAD_WEIGHT = 0.3  # weight of the latest window in the moving overhead estimate
 MAX_OVERHEAD_SHARE = 0.5  # the planner always gets at least half the SLA
+# The planning SLA moves in steps of this share of the SLA: every new value means computing each
+# column's SLA capacity again (seconds), so a value that wobbles with every window must not reach it.
+PLANNING_SLA_STEP = 0.05
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,10 @@ class ReplanTriggers:
         self.overhead_ms = 0.0  # measured p95 on the slices minus the plan's predicted p95 (moving)
 
     def planning_sla_ms(self, sla_ms: float) -> float:
-        """The SLA the planner plans for: the operator's, less the measured serving overhead."""
-        return max(sla_ms * (1.0 - MAX_OVERHEAD_SHARE), sla_ms - self.overhead_ms)
+        """The SLA the planner plans for: the operator's, less the measured serving overhead rounded
+        up to a step of `PLANNING_SLA_STEP` × SLA (so the planner's cached columns are reused)."""
+        steps = math.ceil(self.overhead_ms / (PLANNING_SLA_STEP * sla_ms) - 1e-9)
+        return max(sla_ms * (1.0 - MAX_OVERHEAD_SHARE), sla_ms * (1.0 - steps * PLANNING_SLA_STEP))
 
     def reset(self) -> None:
         """Forget the traffic so far (the first plan is deployed; measuring starts now)."""
