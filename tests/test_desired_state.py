@@ -13,7 +13,7 @@ def test_round_trip_keeps_the_pin_and_old_files_read_as_unpinned(tmp_path):
     store = StateStore(tmp_path / "desired.json")
     plan = Plan.from_json({"service": "yolo", "gpus": [{"gpu_id": "n/gpu0", "gpu_type": "H100-80GB", "slices": [
         {"profile": "7g.80gb", "start": 0, "variant": "yolo11n", "batch": 1, "share": 1.0}]}]})
-    state = DesiredState(0, None, 0.5, 60.0, 20.0, 1.0).with_plan(plan, 25.0, pinned=True)
+    state = DesiredState(0, None, 0.5, 60.0, 20.0, 1.0).with_plan(plan, {"yolo": 25.0}, pinned=True)
     store.save(state)
     back = store.load()
     assert back is not None and back.pinned and back.version == 1 and back.rate_rps == 25.0
@@ -22,7 +22,7 @@ def test_round_trip_keeps_the_pin_and_old_files_read_as_unpinned(tmp_path):
     del doc["pinned"]  # written before pins existed
     store.path.write_text(json.dumps(doc))
     assert store.load().pinned is False
-    assert back.with_plan(plan, 20.0).pinned is False  # an automatic plan ends the pin
+    assert back.with_plan(plan, {"yolo": 20.0}).pinned is False  # an automatic plan ends the pin
 
 
 def test_damaged_file_names_itself_and_the_way_out(tmp_path):

@@ -10,12 +10,13 @@ import pytest
 
 from configs import load_services
 from controller.loop.reconciler import Reconciler
-from controller.loop.rollout import Rollout, StepContext, StepOutcome, enough_capacity, order_changes
+from controller.loop.rollout import Rollout, StepContext, StepOutcome, order_changes
 from controller.loop.routes import Routes
-from controller.loop.service_model import ServiceModel
-from controller.loop.settings import LoopSettings
+from controller.loop.service_model import Workload
+from controller.loop.settings import LoopSettings, ServiceSettings
 from controller.loop.view import RUNNING, ReplicaState
 from controller.planning.plan import GpuChange, GpuPlan, Plan, SliceAssignment
+from controller.serving.replica import ReplicaSpec
 from gpu_node.records import LeaseRecord
 from mig.types import Placement
 from models.performance import PerformanceModel
@@ -38,8 +39,8 @@ class Stack:
         self.rollout = Rollout(self.fleet, self.runtime, self.routes, self.events)
         self.reconciler = Reconciler(self.fleet, self.runtime, self.routes, self.rollout, self.events)
         settings = LoopSettings("yolo", 0.5, 100.0, 300.0, rate, drain_timeout_s=2.0)
-        self.ctx = StepContext(ServiceModel(load_services().get("yolo"), PerformanceModel.default(), settings),
-                               rate, 300.0)
+        self.ctx = StepContext(Workload.of(settings, {"yolo": load_services().get("yolo")}, PerformanceModel.default()),
+                               {"yolo": rate}, 300.0)
 
     def reconcile(self, plan: Plan):
         return self.reconciler.reconcile(plan, self.ctx)
@@ -74,7 +75,7 @@ def test_first_plan_creates_slices_then_replicas_and_routes_all_traffic(stack):
     table = stack.bus.last
     assert abs(sum(e.share for e in table.entries) - 1.0) < 1e-9 and not any(e.draining for e in table.entries)
     for e in table.entries:  # the replica's whole queue bound: ingress replicas split it among the live ones
-        assert e.max_queue == stack.ctx.model.queue_bound(stack.runtime.apps[e.name].spec)
+        assert e.max_queue == stack.ctx.workload.model("yolo").queue_bound(stack.runtime.apps[e.name].spec)
 
 
 def test_restarted_controller_adopts_what_runs_without_a_restart(stack, tmp_path):
@@ -212,6 +213,23 @@ def test_steps_ordered_by_capacity_taken_offline_and_noops_dropped():
     assert [c.gpu_id for c in order_changes([big, noop, small], lambda c: lost[c.gpu_id])] == ["n0/gpu0", "n0/gpu1"]
 
 
-def test_capacity_rule_keeps_headroom():
-    assert enough_capacity(22.0, 20.0, 1.1)
-    assert not enough_capacity(21.9, 20.0, 1.1)
+def _spec(service: str, variant: str, key: str) -> ReplicaSpec:
+    return ReplicaSpec(service=service, variant=variant, variant_key=key, input="image", batch=1, node="n", gpu=0,
+                       gpu_id="n/gpu0", gpu_type="H100-80GB", profile="7g.80gb", start=0, compute_slices=7, gi_id=0,
+                       device_env={})
+
+
+def test_capacity_rule_keeps_headroom_per_service():
+    """Replicas may go offline only while each affected service keeps rate × headroom of capacity."""
+    services = load_services()
+    settings = LoopSettings("yolo", 0.5, 100.0, 300.0, 10.0,
+                            more_services=(ServiceSettings("albert", 0.5, 200.0, 5.0),))
+    workload = Workload.of(settings, {n: services.get(n) for n in ("yolo", "albert")}, PerformanceModel.default())
+    yolo = _spec("yolo", "yolo11n", services.get("yolo").variant("yolo11n").profile_key)
+    cap = workload.capacity([yolo], "yolo", settings.transition_sla_factor)
+    assert cap > 0 and workload.capacity([yolo], "albert") == 0.0
+    h = settings.headroom
+    assert workload.short_of([yolo], {"yolo": cap / h * 0.99, "albert": 5.0}, ["yolo"]) == []
+    assert workload.short_of([yolo], {"yolo": cap / h * 1.01}, ["yolo"]) == ["yolo"]
+    # albert has no replica left among these: taking one of its replicas away must wait
+    assert workload.short_of([yolo], {"yolo": 1.0, "albert": 5.0}, ["yolo", "albert"]) == ["albert"]

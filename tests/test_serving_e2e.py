@@ -203,12 +203,12 @@ def test_state_changing_endpoints_need_the_bearer_token(stack):
     assert httpx.post(url, json={"sla_ms": sla * 20}, headers=auth).status_code == 200
     loop.handle_commands()
     assert loop.pending_replan == "config"  # the loop re-plans at its next step (within a second when running)
-    loop.routes.publish(loop.model, loop.rate_rps, loop.carbon_now)
+    loop.routes.publish(loop.workload, loop.demand.rates, loop.carbon_now)
     wider = bounds()
     assert wider.keys() == before.keys() and all(wider[n] > before[n] for n in before)
     assert httpx.post(url, json={"sla_ms": sla}, headers=auth).status_code == 200
     loop.handle_commands()
-    loop.routes.publish(loop.model, loop.rate_rps, loop.carbon_now)
+    loop.routes.publish(loop.workload, loop.demand.rates, loop.carbon_now)
     assert bounds() == before
     assert TOKEN not in (stack["run_dir"] / "run.log").read_text()
     loop.publish_status()

@@ -34,16 +34,15 @@ from controller.loop.ports import EventSink, Fleet, ReplicaRuntime
 from controller.loop.reconciler import Reconciler, ReconcileReport
 from controller.loop.rollout import Rollout, StepContext, StepOutcome
 from controller.loop.routes import Routes
-from controller.loop.service_model import ServiceModel
+from controller.loop.service_model import Workload
 from controller.loop.settings import LoopSettings
-from controller.loop.startup import discover_gpus, log_start
+from controller.loop.startup import discover_gpus, fixed_slas, log_start
 from controller.loop.state import DesiredState, StateStore
 from controller.loop.status import status_doc
-from controller.loop.triggers import ReplanTriggers
+from controller.loop.triggers import Demand
 from controller.loop.view import actual_gpu_plan
-from controller.planning.model import base_p95_ms
 from controller.planning.plan import GpuPlan, Plan, describe, plan_changed
-from controller.planning.planner import InfeasibleError, solve
+from controller.planning.planner import InfeasibleError
 from controller.serving.control_bus import BusClient, Command, ConfigCommand, PlanCommand
 from models.performance import PerformanceModel
 
@@ -65,7 +64,8 @@ class ControlLoop:
         self.bus = bus
         self.store = store
         self.perf = perf or PerformanceModel.default()
-        self.service = load_services().get(settings.service)
+        catalog = load_services()
+        self.services = {s.name: catalog.get(s.name) for s in settings.services}
         self.stats = LoopStats()
         self._stop = threading.Event()
         self._forced: Plan | None = None
@@ -76,19 +76,17 @@ class ControlLoop:
         self.desired = store.load()
         gpus = discover_gpus(fleet, self.desired, events)
         self.gpus = gpus
-        if settings.sla_ms is None:
-            settings = replace(settings, sla_ms=base_p95_ms(self.service, sorted(gpus.items()), self.perf,
-                                                           settings.rate_rps))
-        self.settings = settings
-        self.model = ServiceModel(self.service, self.perf, settings)
-        self.model.warm(set(gpus.values()))
-        self.rate_rps = max(settings.rate_rps, self.desired.rate_rps if self.desired else 0.0)
-        self.accountant = Accountant(self.service, gpus, self.perf)
+        self.settings = settings = fixed_slas(settings, self.services, gpus, self.perf)
+        self.workload = Workload.of(settings, self.services, self.perf)
+        self.workload.warm(set(gpus.values()))
+        self.accountant = Accountant(self.services[settings.service], gpus, self.perf)
         self.totals = AccountingTotals()
         self.carbon = CarbonFeed(carbon, events, self.totals)
         self.accounting = IntervalAccounting(self.accountant, TrafficWindow(bus), fleet, events, self.totals,
                                              on_interval)
-        self.triggers = ReplanTriggers(bus, events, settings.rate_rps, settings.reconcile_every_s, settings.forecast)
+        sized = self.desired.sized_rates(self.workload.names) if self.desired else {}
+        self.demand = Demand(bus, events, {s.name: s.rate_rps for s in settings.services}, sized,
+                             settings.reconcile_every_s, settings.forecast)
         log_start(events, settings, gpus, carbon.name, self.desired)
 
     # -- the plan ---------------------------------------------------------------------------------
@@ -102,7 +100,20 @@ class ControlLoop:
         return self._replan_now
 
     def _ctx(self) -> StepContext:
-        return StepContext(self.model, self.rate_rps, self.carbon_now)
+        return StepContext(self.workload, dict(self.demand.rates), self.carbon_now)
+
+    @property
+    def rate_rps(self) -> float:
+        """The rate the next plan is sized for, all services together."""
+        return sum(self.demand.rates.values())
+
+    def slas(self) -> dict[str, float]:
+        """Each service's SLA (ms), as the operator set it or as fixed at start."""
+        return {s.name: s.sla_ms or 0.0 for s in self.settings.services}
+
+    def planning_slas(self) -> dict[str, float]:
+        """The SLA each service is planned for: its own less its measured serving overhead."""
+        return {name: self.demand.planning_sla_ms(name, sla) for name, sla in self.slas().items()}
 
     @property
     def carbon_now(self) -> float:
@@ -116,13 +127,13 @@ class ControlLoop:
             return
         t0 = time.perf_counter()
         current = self.plan
-        sla = self.triggers.planning_sla_ms(self.settings.sla)
-        problem = self.model.problem(tuple(self.gpus.items()), self.rate_rps * self.settings.headroom,
-                                     self.carbon_now, current, sla_ms=sla)
+        slas = self.planning_slas()
+        forecast: tuple[float, ...] = ()
         if self.settings.forecast_hours and current is not None and reason == "timer":
-            problem = problem.with_(forecast=self.carbon.forecast(self.settings.forecast_hours))
+            forecast = self.carbon.forecast(self.settings.forecast_hours)
         try:
-            target = forced or solve(problem)
+            target = forced or self.workload.plan(tuple(self.gpus.items()), self.demand.rates, self.carbon_now,
+                                                  current, forecast, slas)
         except InfeasibleError as exc:
             self.events.event("error", f"no plan meets the SLA, keeping the current one: {exc}", where="replan",
                               error=str(exc))
@@ -134,7 +145,9 @@ class ControlLoop:
         self.events.event("plan", f"{'forced ' if forced else ''}plan {'changes' if changed else 'unchanged'} "
                                   f"({reason}): {describe(target)}", plan=target.to_json(), reason=reason,
                           predicted_carbon_g_per_h=p.carbon_g_per_h, predicted_accuracy=p.accuracy,
-                          predicted_p95_ms=p.p95_ms, planning_sla_ms=sla, solve_ms=(time.perf_counter() - t0) * 1000.0,
+                          predicted_p95_ms=p.p95_ms, planning_sla_ms=slas[self.settings.service],
+                          **({"planning_slas_ms": slas} if len(slas) > 1 else {}),
+                          solve_ms=(time.perf_counter() - t0) * 1000.0,
                           changed=changed)
         self._set_desired(target, pinned=forced is not None)
 
@@ -146,7 +159,7 @@ class ControlLoop:
     def _set_desired(self, plan: Plan, pinned: bool = False) -> None:
         s = self.settings
         base = self.desired or DesiredState(0, None, s.lam, s.sla, self.rate_rps, time.time())
-        self.desired = replace(base.with_plan(plan, self.rate_rps, pinned), lam=s.lam, sla_ms=s.sla)
+        self.desired = replace(base.with_plan(plan, dict(self.demand.rates), pinned), lam=s.lam, sla_ms=s.sla)
         self.store.save(self.desired)
 
     # -- converging -------------------------------------------------------------------------------
@@ -156,7 +169,7 @@ class ControlLoop:
         done = [g for g, o in report.outcomes.items() if o is StepOutcome.DONE]
         self.stats.reconfigurations += len(done)
         if report.layout_changes or report.variant_swaps:
-            self.totals.plan_applied(self.settings.service, layout_changes={g: 1 for g in report.layout_changes},
+            self.totals.plan_applied("+".join(self.workload.names), layout_changes={g: 1 for g in report.layout_changes},
                                      variant_swaps=len(report.variant_swaps))
         self.stats.rollbacks += sum(1 for o in report.outcomes.values()
                                     if o in (StepOutcome.ROLLED_BACK, StepOutcome.FAILED))
@@ -185,23 +198,26 @@ class ControlLoop:
         return result
 
     def _check_triggers(self) -> None:
-        """Load left the band, or overload: the planned rate follows, and maybe a re-plan now."""
+        """Load left the band, or overload: the planned rates follow, and maybe a re-plan now."""
         predicted = self.plan.predicted.p95_ms if self.plan is not None else 0.0
-        verdict = self.triggers.check(self.desired.rate_rps if self.desired else None, self.settings.sla,
-                                      self.pinned, predicted)
-        self.rate_rps = verdict.rate_rps
-        if verdict.reason and (self._replan_now is None or verdict.reason == "overload"):
-            self._replan_now = verdict.reason
+        sized = self.desired.sized_rates(self.workload.names) if self.desired else None
+        reason = self.demand.check(sized, self.slas(), self.pinned, predicted)
+        if reason and (self._replan_now is None or reason == "overload"):
+            self._replan_now = reason
 
     # -- operator commands --------------------------------------------------------------------------
     def handle(self, commands: list[Command]) -> None:
         for cmd in commands:
             if isinstance(cmd, ConfigCommand):
-                self.settings = replace(self.settings, lam=self.settings.lam if cmd.lam is None else cmd.lam,
-                                        sla_ms=self.settings.sla_ms if cmd.sla_ms is None else cmd.sla_ms)
-                self.model = ServiceModel(self.service, self.perf, self.settings)
-                self.events.event("config", f"λ={self.settings.lam}, SLA {self.settings.sla} ms (from POST /v1/config)",
-                                  lam=self.settings.lam, sla_ms=self.settings.sla)
+                for name in [cmd.service] if cmd.service else self.workload.names:
+                    now = self.settings.for_service(name)
+                    self.settings = self.settings.with_service(
+                        name, lam=now.lam if cmd.lam is None else cmd.lam,
+                        sla_ms=now.sla_ms if cmd.sla_ms is None else cmd.sla_ms)
+                self.workload = Workload.of(self.settings, self.services, self.perf)
+                self.events.event("config", f"λ={self.settings.lam}, SLA {self.settings.sla} ms (from POST /v1/config)"
+                                  + (f" for {cmd.service}" if cmd.service else ""),
+                                  lam=self.settings.lam, sla_ms=self.settings.sla, service=cmd.service)
                 self._replan_now = "config"
             elif isinstance(cmd, PlanCommand):
                 self._forced = cmd.plan
@@ -212,7 +228,8 @@ class ControlLoop:
 
     # -- status --------------------------------------------------------------------------------------
     def publish_status(self) -> None:
-        self.totals.set_sla(self.settings.service, self.settings.sla / 1000.0)
+        for name, sla in self.slas().items():
+            self.totals.set_sla(name, sla / 1000.0)
         self.totals.set_replicas({n: ReplicaPlacement(s.service, s.gpu_id, s.slice_id, s.variant)
                                   for n, s in self.routes.book.specs.items()})
         self.bus.set_status(status_doc(self), self.totals.snapshot())
@@ -229,7 +246,7 @@ class ControlLoop:
         self.routes.wait_acknowledged()  # every ingress routes by the first table before load may come
         self.publish_status()
         self.accounting.reset()
-        self.triggers.reset()
+        self.demand.reset()
 
     def tick(self) -> None:
         """One whole interval: account, commands, carbon, re-plan, converge, publish."""

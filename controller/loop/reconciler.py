@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from controller.loop.ports import EventSink, Fleet, ReplicaRuntime
-from controller.loop.rollout import Rollout, StepContext, StepOutcome, enough_capacity, order_changes
+from controller.loop.rollout import Rollout, StepContext, StepOutcome, order_changes
 from controller.loop.routes import Routes
-from controller.loop.view import FleetView, ReplicaState, actual_gpu_plan, assignment_of, broken_replicas
+from controller.loop.view import FleetView, ReplicaState, actual_gpu_plan, broken_replicas
 from controller.planning.plan import GpuPlan, Plan, diff_gpu
 
 LEASE_SWEEP_EVERY = 5  # ticks between lease clean-ups (one call per agent)
@@ -85,7 +85,7 @@ class Reconciler:
         for n, spec in running.items():
             if n not in book.specs:
                 book.add(spec)  # adopted as it is: no restart
-        self.routes.publish(ctx.model, ctx.rate_rps, ctx.carbon_intensity)
+        self.routes.publish(ctx.workload, ctx.rates, ctx.carbon_intensity)
 
     # -- 3. GPUs towards the desired plan -------------------------------------------------------------
     def _converge(self, desired: Plan, view: FleetView, replicas: dict[str, ReplicaState], ctx: StepContext,
@@ -99,7 +99,8 @@ class Reconciler:
             c = diff_gpu(actual_gpu_plan(gpu, specs), g)
             if not c.is_noop:
                 steps.append((c, gpu, g))
-        lost = {c.gpu_id: sum(ctx.model.rmax(gpu.handle.gpu_type, s) for s in c.stop) for c, gpu, _ in steps}
+        lost = {c.gpu_id: sum(ctx.workload.model(s.service).rmax(gpu.handle.gpu_type, s) for s in c.stop)
+                for c, gpu, _ in steps}
         by_id = {c.gpu_id: (gpu, g) for c, gpu, g in steps}
         for c in order_changes([c for c, _, _ in steps], lambda c: lost[c.gpu_id]):
             gpu, g = by_id[c.gpu_id]
@@ -127,9 +128,7 @@ class Reconciler:
         if not orphans:
             return
         staying = [s for s in self.routes.book.serving() if s.gpu_id in planned]
-        capacity = sum(ctx.model.rmax(s.gpu_type, assignment_of(s), ctx.model.settings.transition_sla_factor)
-                       for s in staying)
-        if enough_capacity(capacity, ctx.rate_rps, ctx.model.settings.headroom):
+        if not ctx.workload.short_of(staying, ctx.rates, [s.service for s in orphans]):
             self.rollout.stop_replicas(orphans, ctx)
 
     # -- 5. leases ------------------------------------------------------------------------------------------

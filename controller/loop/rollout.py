@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
 from configs.schema import Service
 from controller.loop.ports import EventSink, Fleet, NodeLostError, ReplicaRuntime
 from controller.loop.routes import Routes
-from controller.loop.service_model import ServiceModel
+from controller.loop.service_model import Workload
 from controller.loop.settings import LoopSettings
 from controller.loop.view import GpuState, actual_gpu_plan, assignment_of
 from controller.planning.plan import GpuChange, GpuPlan, SliceAssignment, diff_gpu, slice_key
@@ -41,11 +41,6 @@ class StepOutcome(Enum):
     ROLLED_BACK = "rolled_back"
     FAILED = "failed"  # the rollback failed too: the GPU is in some serving-less state
     LOST = "lost"
-
-
-def enough_capacity(remaining_rps: float, rate_rps: float, headroom: float) -> bool:
-    """May a step take replicas offline? Only if what stays up carries rate × headroom within the SLA."""
-    return remaining_rps >= rate_rps * headroom
 
 
 def order_changes(changes: list[GpuChange], capacity_lost: Callable[[GpuChange], float]) -> list[GpuChange]:
@@ -72,11 +67,15 @@ def replica_spec(service: Service, settings: LoopSettings, gpu: GpuState, a: Sli
 
 @dataclass
 class StepContext:
-    """What a step needs to know about the moment: the model and the load it must carry."""
+    """What a step needs to know about the moment: the services' models and the load each must carry."""
 
-    model: ServiceModel
-    rate_rps: float
+    workload: Workload
+    rates: Mapping[str, float]  # req/s by service name
     carbon_intensity: float
+
+    @property
+    def rate_rps(self) -> float:
+        return sum(self.rates.values())
 
 
 class Rollout:
@@ -105,8 +104,8 @@ class Rollout:
         try:
             started = self._start(gpu, c.start_kept, ctx)  # make before break, where no MIG op is needed
             staying = [s for s in self.routes.book.serving() if s.app_name not in stop_names]
-            if stop_names and not enough_capacity(self._capacity(staying, ctx), ctx.rate_rps,
-                                                  ctx.model.settings.headroom):
+            losing = [s.service for s in on_gpu if s.app_name in stop_names]
+            if ctx.workload.short_of(staying, ctx.rates, losing):
                 self._stop(started, ctx)  # undo: this step waits for the others
                 return StepOutcome.DEFERRED
             self._stop(stop_names, ctx)
@@ -125,27 +124,22 @@ class Rollout:
             self.layout_changes += 1
         else:
             self.variant_swaps += 1
-        self.routes.publish(ctx.model, ctx.rate_rps, ctx.carbon_intensity)
+        self.routes.publish(ctx.workload, ctx.rates, ctx.carbon_intensity)
         return StepOutcome.DONE
-
-    def _capacity(self, specs: list[ReplicaSpec], ctx: StepContext) -> float:
-        """What these replicas carry within the transition SLA (transition_sla_factor × SLA)."""
-        f = ctx.model.settings.transition_sla_factor
-        return sum(ctx.model.rmax(s.gpu_type, assignment_of(s), f) for s in specs)
 
     # -- replicas -----------------------------------------------------------------------------------
     def _start(self, gpu: GpuState, slices: tuple[SliceAssignment, ...], ctx: StepContext) -> list[str]:
         """Deploy and warm replicas (share 0), let every ingress pick them up, then give them traffic."""
         if not slices:
             return []
-        specs = [replica_spec(ctx.model.service, ctx.model.settings, gpu, s) for s in slices]
+        specs = [replica_spec(ctx.workload.model(s.service).service, ctx.workload.settings, gpu, s) for s in slices]
         for sp in specs:
             self.events.event("replica", f"{sp.app_name} starting", gpu=sp.gpu_id, slice=sp.slice_id,
                               variant=sp.variant, state="starting")
-        self.runtime.deploy(specs, ctx.model.settings.replica_timeout_s)
+        self.runtime.deploy(specs, ctx.workload.settings.replica_timeout_s)
         for sp in specs:
             self.routes.book.add(sp, warming=True)
-        self.routes.publish(ctx.model, ctx.rate_rps, ctx.carbon_intensity, wait=True)
+        self.routes.publish(ctx.workload, ctx.rates, ctx.carbon_intensity, wait=True)
         names = [sp.app_name for sp in specs]
         self.routes.book.serve(names)
         for sp in specs:
@@ -159,11 +153,11 @@ class Rollout:
             return
         specs = {n: self.routes.book.specs.get(n) or self._known[n] for n in names}
         self.routes.book.drain(names)
-        self.routes.publish(ctx.model, ctx.rate_rps, ctx.carbon_intensity, wait=True)
+        self.routes.publish(ctx.workload, ctx.rates, ctx.carbon_intensity, wait=True)
         for n, sp in specs.items():
             self.events.event("replica", f"{n} draining", gpu=sp.gpu_id, slice=sp.slice_id, variant=sp.variant,
                               state="draining")
-        timeout = ctx.model.settings.drain_timeout_s
+        timeout = ctx.workload.settings.drain_timeout_s
         deadline = time.monotonic() + timeout
         while (left := self.runtime.inflight(names)) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -172,7 +166,7 @@ class Rollout:
                               error="drain timeout")
         self.runtime.stop(names)
         self.routes.book.remove(names)
-        self.routes.publish(ctx.model, ctx.rate_rps, ctx.carbon_intensity)
+        self.routes.publish(ctx.workload, ctx.rates, ctx.carbon_intensity)
         self._release_leases(specs)
         for n in names:
             self._known.pop(n, None)
@@ -229,9 +223,9 @@ class Rollout:
             self.events.event("error", f"{gpu.handle.gpu_id}: rollback failed ({_short(exc)}); serving on the other "
                                        "GPUs, the reconciler retries", where=f"rollback {gpu.handle.gpu_id}",
                               error=_short(exc))
-            self.routes.publish(ctx.model, ctx.rate_rps, ctx.carbon_intensity)
+            self.routes.publish(ctx.workload, ctx.rates, ctx.carbon_intensity)
             return StepOutcome.FAILED
-        self.routes.publish(ctx.model, ctx.rate_rps, ctx.carbon_intensity)
+        self.routes.publish(ctx.workload, ctx.rates, ctx.carbon_intensity)
         return StepOutcome.ROLLED_BACK
 
 

@@ -9,10 +9,11 @@ every reconcile tick when it differs from the last one, which also heals a resta
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from controller.loop.ports import EventSink, RouteBus
-from controller.loop.service_model import ServiceModel
+from controller.loop.service_model import Workload
 from controller.loop.view import assignment_of
 from controller.serving.replica import ReplicaSpec
 from controller.serving.router import RouteEntry, RoutingTable
@@ -48,15 +49,21 @@ class RouteBook:
             self.draining.discard(n)
 
 
-def build_table(book: RouteBook, model: ServiceModel, rate_rps: float, carbon_intensity: float,
+def build_table(book: RouteBook, workload: Workload, rates: Mapping[str, float], carbon_intensity: float,
                 version: int) -> RoutingTable:
-    """Shares over the serving replicas (optimal at this rate, else by SLA capacity), share 0 for
-    warming and draining ones, and each replica's queue bound (the ingress replicas split it)."""
-    serving = sorted(book.serving(), key=lambda s: s.app_name)
-    shares = model.shares([(s.gpu_type, assignment_of(s)) for s in serving], rate_rps, carbon_intensity)
-    share = {s.app_name: x for s, x in zip(serving, shares)}
+    """Per service, shares over its serving replicas (optimal at its rate, else by SLA capacity),
+    share 0 for warming and draining ones, and each replica's queue bound (the ingress replicas
+    split it)."""
+    share: dict[str, float] = {}
+    for name in workload.names:
+        serving = sorted((s for s in book.serving() if s.service == name), key=lambda s: s.app_name)
+        model = workload.model(name)
+        shares = model.shares([(s.gpu_type, assignment_of(s)) for s in serving], rates.get(name, 0.0),
+                              carbon_intensity)
+        share.update({s.app_name: x for s, x in zip(serving, shares)})
     entries = tuple(
-        RouteEntry(n, s.service, s.variant, share.get(n, 0.0), model.queue_bound(s), n in book.draining)
+        RouteEntry(n, s.service, s.variant, share.get(n, 0.0), workload.model(s.service).queue_bound(s),
+                   n in book.draining)
         for n, s in sorted(book.specs.items())
     )
     return RoutingTable(version, entries)
@@ -71,10 +78,11 @@ class Routes:
         self.book = RouteBook()
         self.table: RoutingTable | None = None
 
-    def publish(self, model: ServiceModel, rate_rps: float, carbon_intensity: float, *, wait: bool = False) -> None:
+    def publish(self, workload: Workload, rates: Mapping[str, float], carbon_intensity: float, *,
+                wait: bool = False) -> None:
         """Publish the book if it changed (always re-send the current table: the bus may have
         restarted); with `wait`, return once every live ingress routes by it (or after a bound)."""
-        table = build_table(self.book, model, rate_rps, carbon_intensity, time.time_ns())
+        table = build_table(self.book, workload, rates, carbon_intensity, time.time_ns())
         if table.same_routes(self.table):
             assert self.table is not None
             self.bus.publish(self.table)

@@ -4,12 +4,16 @@ performance model only), rebuilt when the operator changes λ or the SLA.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from configs.schema import Service
 from controller.loop.settings import LoopSettings
+from controller.loop.view import assignment_of
+from controller.planning.joint import joint_problem, solve_joint
 from controller.planning.model import PlanningProblem, capacity_shares, column_of, columns, route
 from controller.planning.plan import Plan, SliceAssignment
+from controller.planning.planner import solve
 from controller.serving.replica import ReplicaSpec
 from controller.serving.router import queue_bound
 from models.performance import PerformanceModel
@@ -59,3 +63,64 @@ class ServiceModel:
         """Requests a replica may hold before a new one would miss the SLA (router admission)."""
         tput = self.perf.throughput_rps(spec.variant_key, spec.gpu_type, spec.compute_slices, spec.batch)
         return queue_bound(tput, self.settings.sla, spec.batch)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The services the loop serves together, each through its own ServiceModel (its λ, SLA,
+    variants). With one service everything reduces to that service's model; with several, a
+    replica's service is the one its spec (or its slice in the plan) names."""
+
+    models: tuple[ServiceModel, ...]
+
+    @classmethod
+    def of(cls, settings: LoopSettings, services: Mapping[str, Service], perf: PerformanceModel) -> Workload:
+        return cls(tuple(ServiceModel(services[s.name], perf, settings.for_service(s.name))
+                         for s in settings.services))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(m.service.name for m in self.models)
+
+    @property
+    def settings(self) -> LoopSettings:
+        """The cluster-wide settings (headroom, timeouts, …), the same in every service's model."""
+        return self.models[0].settings
+
+    def model(self, service: str) -> ServiceModel:
+        """The model of `service` ("": the plan's one service)."""
+        if not service:
+            return self.models[0]
+        for m in self.models:
+            if m.service.name == service:
+                return m
+        raise KeyError(f"service {service!r} is not served; served: {', '.join(self.names)}")
+
+    def warm(self, gpu_types: set[str]) -> None:
+        for m in self.models:
+            m.warm(gpu_types)
+
+    def capacity(self, specs: Iterable[ReplicaSpec], service: str, sla_factor: float = 1.0) -> float:
+        """What `service`'s replicas among `specs` carry within SLA × sla_factor."""
+        m = self.model(service)
+        return sum(m.rmax(s.gpu_type, assignment_of(s), sla_factor) for s in specs if s.service == m.service.name)
+
+    def short_of(self, specs: Iterable[ReplicaSpec], rates: Mapping[str, float], services: Iterable[str]) -> list[str]:
+        """The services among `services` whose replicas in `specs` cannot carry their rate × headroom
+        within the transition SLA: taking other replicas of theirs offline must wait."""
+        specs = list(specs)
+        s = self.settings
+        return [name for name in dict.fromkeys(services)
+                if self.capacity(specs, name, s.transition_sla_factor) < rates.get(name, 0.0) * s.headroom]
+
+    def plan(self, gpus: tuple[tuple[str, str], ...], rates: Mapping[str, float], carbon_intensity: float,
+             current: Plan | None, forecast: tuple[float, ...], slas: Mapping[str, float]) -> Plan:
+        """The plan for these rates (each × headroom) and planning SLAs: the single-service planner
+        for one service without an accuracy floor, else the joint MILP over all services."""
+        headroom = self.settings.headroom
+        problems = tuple(m.problem(gpus, rates[m.service.name] * headroom, carbon_intensity, current, forecast,
+                                   sla_ms=slas[m.service.name]) for m in self.models)
+        floors = tuple(m.settings.min_accuracy for m in self.models)
+        if len(problems) == 1 and floors[0] is None:
+            return solve(problems[0])
+        return solve_joint(joint_problem(problems, floors, current))

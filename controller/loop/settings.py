@@ -5,7 +5,7 @@ settings in place, so every part of the loop sees one consistent set per tick.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from controller.planning.load_forecast import ForecastParams
 
@@ -23,7 +23,22 @@ class RunDevice:
 
 
 @dataclass(frozen=True)
+class ServiceSettings:
+    """One served service's own choices; several are served side by side on shared GPUs."""
+
+    name: str
+    lam: float
+    sla_ms: float | None  # None: Base's p95 at the expected rate, fixed at start
+    rate_rps: float
+    variants: tuple[str, ...] | None = None
+    min_accuracy: float | None = None  # a hard floor on the service's request-weighted accuracy
+
+
+@dataclass(frozen=True)
 class LoopSettings:
+    """The first service's choices (`service` … `variants`), the cluster-wide ones, and the
+    services served beside the first (`more_services`; empty: one service, today's loop)."""
+
     service: str
     lam: float
     sla_ms: float | None  # None: Base's p95 at the expected rate (Clover's SLA), fixed at start
@@ -50,6 +65,28 @@ class LoopSettings:
     # The load forecast and band rule (controller/planning/load_forecast.py), in wall seconds.
     forecast: ForecastParams = field(default_factory=ForecastParams)
     device: RunDevice | None = None  # real execution: the device, profile and meter (None: simulated GPUs)
+    min_accuracy: float | None = None  # the first service's accuracy floor
+    more_services: tuple[ServiceSettings, ...] = ()
+
+    @property
+    def services(self) -> tuple[ServiceSettings, ...]:
+        first = ServiceSettings(self.service, self.lam, self.sla_ms, self.rate_rps, self.variants, self.min_accuracy)
+        return (first, *self.more_services)
+
+    def for_service(self, name: str) -> LoopSettings:
+        """These settings as if `name` were the one service (what its ServiceModel sees)."""
+        s = next((x for x in self.services if x.name == name), None)
+        if s is None:
+            raise KeyError(f"service {name!r} is not served; served: {', '.join(x.name for x in self.services)}")
+        return replace(self, service=s.name, lam=s.lam, sla_ms=s.sla_ms, rate_rps=s.rate_rps, variants=s.variants,
+                       min_accuracy=s.min_accuracy, more_services=())
+
+    def with_service(self, name: str, **changes: object) -> LoopSettings:
+        """A new value with one service's choices changed (λ, SLA, …)."""
+        if name == self.service:
+            return replace(self, **changes)  # type: ignore[arg-type]
+        more = tuple(replace(x, **changes) if x.name == name else x for x in self.more_services)  # type: ignore[arg-type]
+        return replace(self, more_services=more)
 
     @property
     def sla(self) -> float:

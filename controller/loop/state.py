@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from controller.planning.plan import Plan
@@ -35,20 +35,31 @@ class DesiredState:
     # An operator's `POST /v1/plan`: automatic re-plans (load band, overload) leave it alone until
     # the next interval or a config change. Persisted, so a restarted controller keeps honouring it.
     pinned: bool = False
+    # The rate each service's part of the plan was sized for, when several are served (their sum
+    # is `rate_rps`); empty with one service.
+    rates: dict[str, float] = field(default_factory=dict)
 
-    def with_plan(self, plan: Plan, rate_rps: float, pinned: bool = False) -> DesiredState:
-        return replace(self, version=self.version + 1, plan=plan, rate_rps=rate_rps, updated_at=time.time(),
-                       pinned=pinned)
+    def with_plan(self, plan: Plan, rates: dict[str, float], pinned: bool = False) -> DesiredState:
+        return replace(self, version=self.version + 1, plan=plan, rate_rps=sum(rates.values()), updated_at=time.time(),
+                       pinned=pinned, rates=dict(rates) if len(rates) > 1 else {})
+
+    def sized_rates(self, services: tuple[str, ...]) -> dict[str, float]:
+        """The rate each served service's plan was sized for (one service: `rate_rps`)."""
+        if len(services) == 1:
+            return {services[0]: self.rate_rps}
+        return {s: self.rates.get(s, 0.0) for s in services}
 
     def to_json(self) -> dict[str, object]:
-        return {"format": FORMAT, "version": self.version, "plan": self.plan.to_json() if self.plan else None,
-                "lambda": self.lam, "sla_ms": self.sla_ms, "rate_rps": self.rate_rps, "updated_at": self.updated_at,
-                "pinned": self.pinned}
+        doc = {"format": FORMAT, "version": self.version, "plan": self.plan.to_json() if self.plan else None,
+               "lambda": self.lam, "sla_ms": self.sla_ms, "rate_rps": self.rate_rps, "updated_at": self.updated_at,
+               "pinned": self.pinned}
+        return {**doc, "rates": self.rates} if self.rates else doc
 
     @classmethod
     def from_json(cls, d: dict) -> DesiredState:
         return cls(int(d["version"]), Plan.from_json(d["plan"]) if d.get("plan") else None, float(d["lambda"]),
-                   float(d["sla_ms"]), float(d["rate_rps"]), float(d["updated_at"]), bool(d.get("pinned", False)))
+                   float(d["sla_ms"]), float(d["rate_rps"]), float(d["updated_at"]), bool(d.get("pinned", False)),
+                   {str(k): float(v) for k, v in d.get("rates", {}).items()})
 
 
 class StateStore:

@@ -18,10 +18,19 @@ def status_doc(loop: ControlLoop) -> JsonDoc:
     return {"service": loop.settings.service, "plan": loop.plan.to_json() if loop.plan else None,
             "desired_version": loop.desired.version if loop.desired else None,
             "carbon_intensity": loop.carbon_now, "rate_rps": loop.rate_rps, "sla_ms": loop.settings.sla,
-            "planning_sla_ms": loop.triggers.planning_sla_ms(loop.settings.sla),
+            "planning_sla_ms": loop.planning_slas()[loop.settings.service],
             "lambda": loop.settings.lam, "gpus": sorted(loop.gpus),
             "emissions": {"carbon_g": t.carbon_g, "baseline_carbon_g": t.baseline_carbon_g,
                           "saved_pct": t.saved_pct, "energy_j": t.energy_j, "requests": t.requests,
                           "failed": t.failed, "accuracy": t.accuracy},
             "reconfigurations": loop.stats.reconfigurations, "mig_layout_changes": loop.rollout.layout_changes,
-            "variant_swaps": loop.rollout.variant_swaps, "mig_ops": loop.rollout.mig_ops}
+            "variant_swaps": loop.rollout.variant_swaps, "mig_ops": loop.rollout.mig_ops,
+        **({"services": _services(loop)} if len(loop.workload.names) > 1 else {})}
+
+
+def _services(loop: ControlLoop) -> JsonDoc:
+    """Per served service: its λ, SLA, planning SLA and the rate its part of the plan is sized for."""
+    planning = loop.planning_slas()
+    return {s.name: {"lambda": s.lam, "sla_ms": s.sla_ms, "planning_sla_ms": planning[s.name],
+                     "rate_rps": loop.demand.rates[s.name], "min_accuracy": s.min_accuracy}
+            for s in loop.settings.services}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from controller.loop.interval import TrafficWindow
@@ -45,9 +45,12 @@ class Verdict:
 
 
 class ReplanTriggers:
+    """The triggers of one service (`service`; None: all the traffic, when one service is served)."""
+
     def __init__(self, bus: RouteBus, events: EventSink, expected_rps: float, bin_s: float,
-                 params: ForecastParams, clock: Callable[[], float] = time.monotonic) -> None:
+                 params: ForecastParams, clock: Callable[[], float] = time.monotonic, service: str | None = None) -> None:
         self.events = events
+        self.service = service
         self.load = LoadTracker(expected_rps, bin_s, params)
         self._arrivals = TrafficWindow(bus, clock)
         self._overload = TrafficWindow(bus, clock)
@@ -68,12 +71,13 @@ class ReplanTriggers:
         """One reconcile tick: `sized_rps` is the rate the desired plan was sized for (None: no plan),
         `predicted_p95_ms` what the planner predicted for it (0: unknown, e.g. a forced plan)."""
         traffic, seconds = self._arrivals.take()
-        self.load.observe(traffic.requests() + traffic.failures(), seconds)
+        self.load.observe(traffic.requests(self.service) + traffic.failures(self.service), seconds)
         rate, reason = self.load.plan_rps(), None
         if sized_rps is not None and not pinned:
             left = self.load.replan_reason(sized_rps)
             if left:
-                self.events.event("load", left, rate_rps=rate, sized_rps=sized_rps)
+                self.events.event("load", (f"{self.service}: " if self.service else "") + left, rate_rps=rate,
+                                  sized_rps=sized_rps)
                 reason = "load"
         overload = self._check_overload(rate, sla_ms, pinned, predicted_p95_ms)
         if overload is not None:
@@ -85,8 +89,8 @@ class ReplanTriggers:
         if self._overload.elapsed() < OVERLOAD_WINDOW_S:
             return None
         traffic, seconds = self._overload.take()
-        p95 = traffic.p_ms(0.95)
-        n = traffic.requests() + traffic.failures()
+        p95 = traffic.p_ms(0.95, self.service)
+        n = traffic.requests(self.service) + traffic.failures(self.service)
         if n < OVERLOAD_MIN_REQUESTS or p95 is None:
             return None
         if predicted_p95_ms > 0:
@@ -94,14 +98,47 @@ class ReplanTriggers:
             self.overhead_ms += OVERHEAD_WEIGHT * (gap - self.overhead_ms)
         if pinned:
             return None
-        saturated = traffic.failures_by_kind().get("saturated", 0)
+        saturated = traffic.failures_by_kind(self.service).get("saturated", 0)
         if p95 <= sla_ms and saturated <= OVERLOAD_SHED * n:
             return None
         offered = n / seconds
         want = max(rate_rps, offered * OVERLOAD_GROWTH)
-        self.events.event("overload", f"p95 on the slices {p95:.1f} ms vs SLA {sla_ms:.1f} ms, "
+        self.events.event("overload", (f"{self.service}: " if self.service else "") + f"p95 on the slices {p95:.1f} ms vs SLA {sla_ms:.1f} ms, "
                                       f"{saturated} turned away at {offered:.1f} req/s: re-planning for "
                                       f"{want:.1f} req/s, p95 ≤ {self.planning_sla_ms(sla_ms):.1f} ms", p95_ms=p95,
                            offered_rps=offered, rate_rps=want, overhead_ms=self.overhead_ms)
         self.load.raise_floor(want)
         return want
+
+
+class Demand:
+    """Every served service's triggers and the rate its next plan is sized for.
+
+    With one service its triggers read all the traffic (as they always have); with several, each
+    reads its own service's. A re-plan is due when any service's load left its band, and at once
+    when any is overloaded."""
+
+    def __init__(self, bus: RouteBus, events: EventSink, expected: Mapping[str, float], sized: Mapping[str, float],
+                 bin_s: float, params: ForecastParams, clock: Callable[[], float] = time.monotonic) -> None:
+        several = len(expected) > 1
+        self.triggers = {name: ReplanTriggers(bus, events, rate, bin_s, params, clock, name if several else None)
+                         for name, rate in expected.items()}
+        self.rates = {name: max(rate, sized.get(name, 0.0)) for name, rate in expected.items()}
+
+    def reset(self) -> None:
+        for t in self.triggers.values():
+            t.reset()
+
+    def planning_sla_ms(self, service: str, sla_ms: float) -> float:
+        return self.triggers[service].planning_sla_ms(sla_ms)
+
+    def check(self, sized: Mapping[str, float] | None, slas: Mapping[str, float], pinned: bool,
+              predicted_p95_ms: float) -> str | None:
+        """One reconcile tick for every service: the rates follow, and why to re-plan now (None: no need)."""
+        reasons = set()
+        for name, t in self.triggers.items():
+            verdict = t.check(None if sized is None else sized.get(name), slas[name], pinned, predicted_p95_ms)
+            self.rates[name] = verdict.rate_rps
+            if verdict.reason:
+                reasons.add(verdict.reason)
+        return "overload" if "overload" in reasons else next(iter(reasons), None)

@@ -62,7 +62,7 @@ class ReplicaState:
 
 
 def assignment_of(spec: ReplicaSpec, share: float = 0.0) -> SliceAssignment:
-    return SliceAssignment(Placement(spec.profile, spec.start), spec.variant, spec.batch, share)
+    return SliceAssignment(Placement(spec.profile, spec.start), spec.variant, spec.batch, share, spec.service)
 
 
 def actual_gpu_plan(gpu: GpuState, replicas: Iterable[ReplicaSpec]) -> GpuPlan:

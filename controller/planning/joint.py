@@ -50,6 +50,11 @@ class JointProblem:
         for p in self.problems[1:]:
             if (p.gpus, p.carbon_intensity, p.pue) != (first.gpus, first.carbon_intensity, first.pue):
                 raise ValueError("the services of a joint problem share one cluster, carbon intensity and PUE")
+        variants = [v for p in self.problems for v in p.allowed_variants()]
+        shared = sorted({v.name for v in variants if sum(w.name == v.name for w in variants) > 1})
+        if shared:
+            raise ValueError(f"variant name(s) {', '.join(shared)} belong to several of the services "
+                             f"{', '.join(names)}: give each service's variants distinct names in configs/services.yaml")
         if self.min_accuracy and len(self.min_accuracy) != len(self.problems):
             raise ValueError("give one accuracy floor (or None) per service")
         refs = [p.reference_rate_rps or p.mean_rps for p in self.problems]
@@ -134,8 +139,8 @@ def solve_joint(jp: JointProblem) -> Plan:
                         optimum=lambda step: solve_joint_exact(replace(step, current=jp.current)),
                         reroute_=reroute_joint,
                         value=lambda routed, step: predict_joint(routed, step, partial_batches=True).objective,
-                        cost=lambda a, b: sum(w * switch_cost(p, service_view(a, p), service_view(b, p))
-                                              for w, p in zip(jp.weights, jp.problems)))
+                        cost=lambda step, a, b: sum(w * switch_cost(p, service_view(a, p), service_view(b, p))
+                                                    for w, p in zip(step.weights, step.problems)))
     return replace(plan, solve_ms=(time.perf_counter() - t0) * 1000.0)
 
 

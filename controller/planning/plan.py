@@ -100,11 +100,14 @@ class Plan:
 
 
 # ---- the plan diff -------------------------------------------------------------------------
-SliceKey = tuple[str, int, str, int, str]  # (profile, start, variant, batch, service): one replica's identity
+SliceKey = tuple[str, int, str, int]  # (profile, start, variant, batch): one replica's identity
 
 
 def slice_key(s: SliceAssignment) -> SliceKey:
-    return (s.placement.profile, s.placement.start, s.variant or "", s.batch, s.service)
+    """A replica's identity. The service is implied: variant names are unique across the services
+    served together (controller/planning/joint.py checks), so plans and what runs compare alike
+    whether or not a slice names its service."""
+    return (s.placement.profile, s.placement.start, s.variant or "", s.batch)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from controller.planning.model import (
     reroute,
 )
 from controller.planning.plan import GpuPlan, Plan, SliceAssignment, diff_plans, plan_changed
-from controller.planning.switching import best_schedule, switch_cost
+from controller.planning.switching import best_schedule_by_step, switch_cost
 from mig.placement import compute_slices_of, layout_slices
 
 S = TypeVar("S")  # one step of a planning horizon: a PlanningProblem, or a JointProblem
@@ -171,12 +171,12 @@ def decode(gpus: tuple[tuple[str, str], ...], current: Plan | None, y: dict, sol
             g = current_by_id.get(gid)
             m = chosen[gid]
             layout = [s.placement for s in g.slices] if g and layout_slices(g.layout) == m else list(ms[m])
-            old = {s.placement: (s.service, s.variant, s.batch) for s in g.slices} if g else {}
+            old = {s.placement: (s.variant, s.batch) for s in g.slices} if g else {}
             slices: list[SliceAssignment | None] = [None] * len(layout)
-            for i, p in enumerate(layout):  # same replica on the same slice first
+            for i, p in enumerate(layout):  # same replica on the same slice first (variants name their service)
                 pool_s = reps[compute_slices_of(p.profile)]
                 for j, (svc, v, b, sh) in enumerate(pool_s):
-                    if (svc, v, b) == old.get(p):
+                    if (v, b) == old.get(p):
                         slices[i] = SliceAssignment(p, v, b, sh, svc)
                         pool_s.pop(j)
                         break
@@ -207,18 +207,19 @@ def _pay_back_choice(problem: PlanningProblem, best: Plan) -> Plan:
     return pay_back(problem.current, best, horizon(problem), problem.reconfig.step_s / 3600.0,
                     optimum=solve_exact, reroute_=reroute,
                     value=lambda plan, step: predict(plan, step, partial_batches=True).objective,
-                    cost=lambda a, b: switch_cost(problem, a, b))
+                    cost=switch_cost)
 
 
 def pay_back(current: Plan, best: Plan, steps: Sequence[S], hours: float, *, optimum: Callable[[S], Plan],
              reroute_: Callable[[Plan, S], Plan | None], value: Callable[[Plan, S], float],
-             cost: Callable[[Plan, Plan], float]) -> Plan:
+             cost: Callable[[S, Plan, Plan], float]) -> Plan:
     """The first step of the best schedule of plans over `steps` (now, then the forecast),
     switching costs included, among the current plan (re-routed), the optimum now (`best`)
     and the optimum of each forecast step; one service or several (controller/planning/joint.py).
 
-    `value(plan, step)`: objective per hour of a routed plan; `cost(a, b)`: objective-hours
-    lost switching from a to b; `hours`: the length of a step."""
+    `value(plan, step)`: objective per hour of a routed plan; `cost(step, a, b)`: objective-hours
+    lost switching from a to b to serve `step` (priced at that step's carbon intensity and rate,
+    as it will be); `hours`: the length of a step."""
     keep = reroute_(current, steps[0])
     if keep is not None and not diff_plans(current, best):
         return best
@@ -239,8 +240,9 @@ def pay_back(current: Plan, best: Plan, steps: Sequence[S], hours: float, *, opt
         if not any(math.isfinite(v) for v in row):
             break  # no candidate serves this step's forecast rate: decide on the steps before it
         values.append(row)
-    costs = [[0.0 if i == j else cost(a, b) for j, b in enumerate(candidates)] for i, a in enumerate(candidates)]
-    chosen = candidates[best_schedule(values, costs, costs[0])[0]]
+    costs = [[[0.0 if i == j else cost(step, a, b) for j, b in enumerate(candidates)] for i, a in enumerate(candidates)]
+             for step in steps[:len(values)]]
+    chosen = candidates[best_schedule_by_step(values, costs, costs[0][0])[0]]
     if chosen is best:
         return best
     return keep if chosen is current else reroute_(chosen, steps[0])

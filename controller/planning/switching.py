@@ -80,14 +80,21 @@ def best_schedule(values: Sequence[Sequence[float]], costs: Sequence[Sequence[fl
     `costs[i][j]`: cost of switching from i to j; `start[j]`: cost of having j in the first step.
     Ties keep the lower index, so callers list the deployed plan first (no switch on a tie).
     """
+    return best_schedule_by_step(values, [costs] * len(values), start)
+
+
+def best_schedule_by_step(values: Sequence[Sequence[float]], costs: Sequence[Sequence[Sequence[float]]],
+                          start: Sequence[float]) -> list[int]:
+    """`best_schedule` where a switch costs what it costs in the step it happens in (`costs[k][i][j]`:
+    switching from i to j to serve step k; the carbon intensity and rate of that step price it)."""
     n = len(start)
     best = [v - c for v, c in zip(values[0], start)]
     back: list[list[int]] = []
-    for row in values[1:]:
+    for row, cost in zip(values[1:], costs[1:]):
         nxt, arg = [], []
         for j in range(n):
-            i = max(range(n), key=lambda i: (best[i] - costs[i][j], -i))
-            nxt.append(row[j] + best[i] - costs[i][j])
+            i = max(range(n), key=lambda i: (best[i] - cost[i][j], -i))
+            nxt.append(row[j] + best[i] - cost[i][j])
             arg.append(i)
         best, back = nxt, back + [arg]
     if not any(math.isfinite(b) for b in best):
