@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import socket
 import sys
@@ -26,17 +25,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from configs.cli import service_name
+from controller.loop.real_execution import add_profile_arguments, check_profile_flags, prepare_real
 from controller.loop.settings import RunDevice
 from controller.planning.load_forecast import ForecastParams
 from loadgen.arrivals import RateTrace, load_rate_trace
 from loadgen.run_cmd import parse_duration
 
 if TYPE_CHECKING:
-    from configs.schema import Service
     from controller.loop.control_loop import ControlLoop
-    from gpu_node.real_device import RealDevice
     from loadgen.results import LoadResult
-    from models.protocol import PerfModel
 
 SUMMARY_KEYS = ("requests_sent", "requests_ok", "requests_failed", "reconfigurations", "mig_layout_changes",
                 "variant_swaps", "carbon_g",
@@ -46,7 +43,6 @@ DEMO_NODE = "node0"
 DEMO_TRACE_HOURS = 24.0
 SIMULATED = RunDevice("2× H100-80GB (MIG), simulated", "bundled h100-sxm_*.json (performance model)",
                       "simulated (performance model)")
-LONE_REQUEST_RPS = 1e-6  # a rate at which no request ever waits for another
 DEMO_RATE_TRACE = "azure_llm_2023_conv"
 DEMO_PEAK_RPS = 30.0
 
@@ -76,13 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"hours of the carbon trace replayed over --duration (default {DEMO_TRACE_HOURS:g}; "
                              "36 replays its low-high-low-high swing)")
     parser.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (default: a free one)")
-    parser.add_argument("--profile", dest="profiles", action="append", default=None, metavar="FILE",
-                        help="with --execution real: performance profile of this machine's device (repeatable; "
-                             "default: the CPU profiled at start-up and cached, or a GPU's bundled profiles)")
-    parser.add_argument("--profile-seconds", type=float, default=None, metavar="S",
-                        help="with --execution real on a CPU: seconds timed per variant and batch when "
-                             "profiling it (default 1)")
-
+    add_profile_arguments(parser)
 
 def demo_trace(rate_rps: float, rate_trace: str, duration_s: float) -> RateTrace:
     """The demo's load: the trace played once over the run (its hour compressed into `duration_s`),
@@ -104,35 +94,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def real_sla_ms(service: Service, gpus: Sequence[tuple[str, str]], perf: PerfModel, rate_rps: float) -> float:
-    """The default SLA of a real-execution run, from the profile of the device it runs on: base's p95
-    at the expected rate, as Clover defines it — or, where base cannot carry that rate on this
-    device at all (b7 on a laptop CPU), its p95 for a request alone (its batch-1 latency)."""
-    from controller.planning.model import base_p95_ms
-
-    sla = base_p95_ms(service, gpus, perf, rate_rps)
-    return sla if math.isfinite(sla) else base_p95_ms(service, gpus, perf, LONE_REQUEST_RPS)
-
-
-def prepare_real(service: Service, variants: tuple[str, ...], rate_rps: float, threads: int, state_dir: str,
-                 profile_files: Sequence[str] = (), profile_seconds: float | None = None
-                 ) -> tuple[RealDevice, float]:
-    """The device real execution runs on (profiling a CPU unless a cached profile fits) and its SLA."""
-    from controller.planning.model import DEFAULT_BATCH_SIZES
-    from gpu_node.cpu_profile import PROFILE_SECONDS, CpuProfileRequest
-    from gpu_node.real_device import real_device
-    from models.performance import PerformanceModel
-
-    req = CpuProfileRequest(service.name, variants, DEFAULT_BATCH_SIZES, threads, profile_seconds or PROFILE_SECONDS)
-    device = real_device(DEMO_NODE, state_dir, req, profile_files)
-    perf = PerformanceModel.from_profiles(device.profiles)
-    missing = sorted({service.variant(v).profile_key for v in (*variants, service.base.name)} - set(perf.variants()))
-    if missing:
-        raise ValueError(f"profile {device.profile} has no runs of {', '.join(missing)}: the planner needs the "
-                         "variants it may use and the base variant (`gpu-node profile --variants ...`)")
-    return device, real_sla_ms(service, device.gpus, perf, rate_rps)
 
 
 def summarise(load: LoadResult, loop: ControlLoop, reconfigurations: int, slice_p95_ms: float, layout_changes: int = 0,
@@ -210,8 +171,7 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
     from loadgen.timeline import write_timeline
 
     svc = known_service(service)
-    if execution != "real" and (profiles or profile_seconds):
-        raise ValueError("--profile and --profile-seconds describe the device of --execution real; add it")
+    check_profile_flags(execution, profiles, profile_seconds)
     if execution == "real":
         variants = variants or ",".join(v.name for v in svc.variants[:2])
     if execution == "real" and rate_trace == DEMO_RATE_TRACE:
@@ -231,13 +191,11 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
     node = AgentConfig(DEMO_NODE, gpus=2, gpu_type="H100-80GB", state_dir=state_dir)
     device_profiles: tuple[str, ...] = ()
     if execution == "real":  # before Ray starts: a CPU is profiled with the machine to itself
-        if echo:
-            print("real execution: finding this machine's device and its profile (a CPU is profiled once, "
-                  "then cached) ...", file=sys.stderr)
-        device, sla = prepare_real(svc, settings.variants or tuple(v.name for v in svc.variants), rate,
-                                   settings.threads, state_dir, profiles, profile_seconds)
-        node, device_profiles = device.agent, device.profiles
-        settings = replace(settings, sla_ms=sla, device=RunDevice(device.device, device.profile, device.meter))
+        # the SLA holds at the busiest rate, not the mean the first plan is sized for
+        real = prepare_real(svc, replace(settings, rate_rps=rate), DEMO_NODE, state_dir, profiles, profile_seconds,
+                            echo=echo)
+        node, device_profiles = real.device.agent, real.device.profiles
+        settings = real.settings(settings)
     init_ray(local_nodes=(DEMO_NODE,))
     try:
         agent = start_agent(node, detached=False)  # keep the handle: it owns the (non-detached) agent

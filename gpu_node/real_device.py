@@ -36,12 +36,17 @@ class RealDevice:
         return tuple((f"{self.agent.node}/gpu{i}", self.gpu_type) for i in range(self.count))
 
 
+def profiled_type(files: Sequence[str]) -> str:
+    """The catalog type of the device the profile files were measured on (`CPU`, `H100-80GB`)."""
+    from models.profile_points import load_points, profile_catalog
+
+    return load_points(files, profile_catalog(files))[0].gpu_type
+
+
 def given_profiles(files: Sequence[str], gpu_type: str) -> tuple[tuple[str, ...], str]:
     """The user's profile files and their description, once checked to be of this device: profiles
     of another one would plan it with wrong timings."""
-    from models.profile_points import load_points, profile_catalog
-
-    measured = load_points(files, profile_catalog(files))[0].gpu_type
+    measured = profiled_type(files)
     if measured.removesuffix("-MPS") != gpu_type.removesuffix("-MPS"):  # one board with MIG on or off is one device
         raise ValueError(f"--profile {', '.join(files)}: measured on {measured}, but the replicas run on {gpu_type}; "
                          "give a profile of this device (`gpu-node profile --device cpu|cuda --out FILE`)")

@@ -13,7 +13,7 @@ import torch
 from configs import load_services
 from configs.loader import load_gpu_catalog
 from configs.schema import HOST_CPU
-from controller.demo import real_sla_ms
+from controller.loop.real_execution import real_sla_ms
 from controller.planning.model import base_p95_ms
 from gpu_node.cpu_profile import CpuProfileRequest, cpu_profile, measure, with_power
 from models.performance import PerformanceModel

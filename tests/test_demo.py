@@ -5,8 +5,9 @@ import pytest
 
 from controller.accounting.emissions_csv import read_rows
 from controller.accounting.runlog import read_events
-from controller.demo import SUMMARY_KEYS, real_sla_ms, run_demo
+from controller.demo import SUMMARY_KEYS, run_demo
 from controller.loop.assemble import known_service
+from controller.loop.real_execution import real_sla_ms
 
 pytestmark = pytest.mark.slow
 

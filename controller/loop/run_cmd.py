@@ -10,6 +10,13 @@ emissions.csv).
 On exit (`--on-exit`): `keep` (default) leaves the replicas, the ingress and the routing table
 serving without a controller — the plan just stops following carbon and load until the next
 `controller run`; `stop` deletes them. A local cluster this command started itself goes with it.
+
+`--execution real` plans, judges and accounts with the device the replicas run on
+(controller/loop/real_execution.py). On a local cluster that is this machine: its GPUs, else its
+CPU, profiled before Ray starts and cached (the same cache as `controller demo`), and
+`--simulate-node` starts this machine's own node agent instead of a simulated H100 node. With
+`--address` the replicas run on the cluster's nodes, so `--profile` must give their device's
+profile.
 """
 from __future__ import annotations
 
@@ -22,9 +29,13 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from configs.cli import service_name
+from controller.loop.real_execution import add_profile_arguments, check_profile_flags, cluster_settings, prepare_real
 
 if TYPE_CHECKING:
     from controller.loop.assemble import LoopSpec
+    from gpu_node.devices import AgentConfig
+
+LOCAL_NODE = "local"  # the node a local cluster's only machine acts as
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--carbon-source", default="trace:emaps_us-cal-ciso_2023",
                         help="trace:NAME_OR_PATH, constant:G, electricitymaps:ZONE, watttime:REGION, uk[:REGION]")
     parser.add_argument("--lambda", dest="lam", type=float, default=0.1, help="carbon weight λ in [0, 1] (default 0.1)")
-    parser.add_argument("--sla-ms", type=float, default=None, help="p95 latency SLA (default: Base's p95)")
+    parser.add_argument("--sla-ms", type=float, default=None, help="p95 latency SLA (default: Base's p95 under the planner's profile: with "
+                             "--execution real, that of the device the replicas run on)")
     parser.add_argument("--rate", type=float, default=20.0,
                         help="expected request rate (req/s): capacity is never planned below it (default 20)")
     parser.add_argument("--replan-every", type=float, default=300.0, help="seconds between re-plans (default 300)")
@@ -45,9 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pue", type=float, default=1.5,
                         help="data-centre power usage effectiveness applied to all energy (default 1.5)")
     parser.add_argument("--execution", choices=("simulated", "real"), default="simulated",
-                        help="simulated: service time/energy from the performance model; real: run the models")
+                        help="simulated: service time/energy from the performance model; real: run the models, "
+                             "planned with the profile of the device they run on: this machine's (its GPUs, "
+                             "else its CPU, profiled at start-up and cached) on a local cluster, --profile's "
+                             "with --address")
     parser.add_argument("--variants", default=None,
-                        help="comma-separated variants the planner may use (default: all of the service)")
+                        help="comma-separated variants the planner may use (default: all of the service; with "
+                             "--execution real on a CPU each is profiled at start-up, so name the few it serves)")
+    add_profile_arguments(parser)
     parser.add_argument("--run-dir", default="runs/controller",
                         help="where run.log, run.jsonl, emissions.csv and the desired state (state/) go")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
@@ -61,41 +78,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detach", action="store_true",
                         help="run the loop as a detached Ray actor (needs --address); stop it with `controller stop`")
     parser.add_argument("--simulate-node", action="store_true",
-                        help="no --address: also start a simulated 2-GPU H100 node agent on this machine")
+                        help="no --address: also start a node agent on this machine: a simulated 2-GPU H100 "
+                             "node, or with --execution real this machine's own device")
 
 
-def loop_spec(args: argparse.Namespace) -> LoopSpec:
+def loop_spec(args: argparse.Namespace) -> tuple[LoopSpec, AgentConfig]:
+    """The loop's spec and the node agent of this machine (started with `--simulate-node` on a local
+    cluster). With `--execution real` both describe the device the replicas run on: call this
+    before Ray starts, since a CPU is profiled with the machine to itself."""
     from controller.loop.assemble import LoopSpec, allowed_variants, known_service
     from controller.loop.settings import LoopSettings
+    from gpu_node.devices import AgentConfig
 
     service = known_service(args.service)
+    profiles = tuple(args.profiles or ())
+    check_profile_flags(args.execution, profiles, args.profile_seconds)
+    run_dir = str(Path(args.run_dir).resolve())
     settings = LoopSettings(args.service, args.lam, args.sla_ms, args.replan_every, args.rate, pue=args.pue,
                             execution=args.execution, variants=allowed_variants(service, args.variants),
                             reconcile_every_s=args.reconcile_every, ingress_replicas=args.ingress_replicas)
-    return LoopSpec(settings, args.carbon_source, args.time_scale, str(Path(args.run_dir).resolve()))
+    agent = AgentConfig(LOCAL_NODE, state_dir=str(Path(run_dir) / "node-state"))
+    if args.execution == "real" and args.address:
+        settings = cluster_settings(service, settings, profiles)
+    elif args.execution == "real":
+        real = prepare_real(service, settings, LOCAL_NODE, agent.state_dir, profiles, args.profile_seconds)
+        settings, agent, profiles = real.settings(settings), real.device.agent, real.device.profiles
+    return LoopSpec(settings, args.carbon_source, args.time_scale, run_dir, profiles=profiles), agent
 
 
 def run(args: argparse.Namespace) -> int:
     from controller.serving.runtime import init_ray, shutdown, start_serving, stop_serving
 
     try:
-        spec = loop_spec(args)
+        spec, node = loop_spec(args)
         if args.detach and not args.address:
             raise ValueError("--detach needs --address: a detached controller must run in a cluster that outlives "
                              "this command (start one with `gpu-node setup --system`)")
         if args.ingress_replicas < 1:
             raise ValueError(f"--ingress-replicas must be >= 1, got {args.ingress_replicas}")
-        init_ray(args.address, local_nodes=("local",) if args.simulate_node and not args.address else ())
-    except (ConnectionError, ValueError) as exc:
+        init_ray(args.address, local_nodes=(LOCAL_NODE,) if args.simulate_node and not args.address else ())
+    except (ConnectionError, ValueError, RuntimeError) as exc:  # RuntimeError: profiling this CPU failed
         print(f"controller: {exc}", file=sys.stderr)
         return 2
     local = not args.address
     try:
         if args.simulate_node and local:
-            from gpu_node.agent import AgentConfig, start_agent
+            from gpu_node.agent import start_agent
 
-            local_agent = start_agent(AgentConfig("local", state_dir=str(Path(spec.run_dir) / "node-state")),
-                                      detached=False)  # keep the handle: it owns the (non-detached) agent
+            local_agent = start_agent(node, detached=False)  # keep the handle: it owns the (non-detached) agent
         start_serving([args.service], host=args.host, port=args.port, api_token=os.environ.get("CLOVER_API_TOKEN"),
                       ingress_replicas=args.ingress_replicas)
         if args.detach:
