@@ -323,10 +323,8 @@ class Replay:
         return LoadHistory(self.counts[:now], cfg.bin_s, cfg.step_s, max(cfg.history_s, cfg.step_s), cfg.forecast)
 
     def _decide(self, h: int, ci: float, mean_ci: float) -> Plan:
-        forecast = tuple(self.trace[h + 1: h + self.cfg.forecast_h])
-        left = min(self.problem.reconfig.horizon_h, len(self.trace) - h)  # the run ends: no pay-back after it
-        problem = self.problem.with_(carbon_intensity=ci, current=self.deployed, forecast=forecast,
-                                     reconfig=replace(self.problem.reconfig, horizon_h=left))
+        problem = step_problem(self.problem, self.trace, h, self.cfg, self.deployed)
+        forecast = problem.forecast
         trial_time = [0.0]
 
         def trial(plan: Plan) -> TrialResult:
@@ -400,6 +398,16 @@ class Replay:
         }
 
 
+def step_problem(problem: PlanningProblem, trace: list[float], h: int, config: SimConfig,
+                 current: Plan | None) -> PlanningProblem:
+    """The problem a policy is given at step `h`: the step's carbon intensity, the trace's next
+    values as its forecast, the pay-back horizon cut where the run ends (nothing pays back after
+    it). Shared by the replay and the joint replay so both policies see the same future."""
+    left = min(problem.reconfig.horizon_h, len(trace) - h)
+    return problem.with_(carbon_intensity=trace[h], current=current, forecast=tuple(trace[h + 1: h + config.forecast_h]),
+                         reconfig=replace(problem.reconfig, horizon_h=left))
+
+
 def same_serving(a: Plan | None, b: Plan) -> bool:
     """The same replicas with the same shares (a re-plan that only moved the sized rate)."""
     if a is None or diff_plans(a, b):
@@ -408,13 +416,19 @@ def same_serving(a: Plan | None, b: Plan) -> bool:
     return all(abs(shares.get((g.gpu_id, s.placement), -1.0) - s.share) <= 1e-9 for g, s in b.replicas())
 
 
+def add_savings(r: dict, base: dict) -> None:
+    """Add carbon_saving_pct and accuracy_loss_pct against Base's summary, in place (also for a
+    cluster of several services, whose objective is not one λ's: controller/planning/joint_replay.py)."""
+    r["carbon_saving_pct"] = 100.0 * (base["carbon_g"] - r["carbon_g"]) / base["carbon_g"]
+    r["accuracy_loss_pct"] = 100.0 * (base["accuracy"] - r["accuracy"]) / base["accuracy"]
+
+
 def compare_to_base(results: dict[str, dict], base: dict, lam: float) -> None:
     """Add carbon_saving_pct, accuracy_loss_pct and Clover's objective (C_base at 250 g/kWh,
     PUE 1.5, from Base's simulated energy) to each policy's summary, in place."""
     base_ref = carbon_g(base["energy_j"], REFERENCE_CI, REFERENCE_PUE)
     for r in results.values():
-        r["carbon_saving_pct"] = 100.0 * (base["carbon_g"] - r["carbon_g"]) / base["carbon_g"]
-        r["accuracy_loss_pct"] = 100.0 * (base["accuracy"] - r["accuracy"]) / base["accuracy"]
+        add_savings(r, base)
         r["objective"] = float(clover_score(lam, r["carbon_g"], r["accuracy"], base_ref, base["accuracy"]))
 
 
