@@ -16,7 +16,11 @@ Policies (`JOINT_POLICIES`):
 
 A policy's result is one row for the cluster and one per service (`JointRun`); the cluster's
 accuracy and over-SLA share are request-weighted, its objective the traffic-weighted sum of the
-services' Clover objectives (the joint MILP's objective, each against its own Base).
+services' Clover objectives, each with the cluster's carbon against the cluster's Base (as
+`replay.compare_to_base` scores one service) and the service's accuracy against its own Base.
+The cluster's carbon is used because a service's carbon depends on how idle power is attributed,
+which differs between a joint plan (`idle_share`) and a static part (its whole GPUs, rounded to
+whole GPUs): a service's own saving is shown, but only the cluster's compares policies fairly.
 """
 from __future__ import annotations
 
@@ -27,8 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from configs.schema import Service
+from configs.units import carbon_g
 from controller.planning.joint import idle_shares, joint_problem, service_view, solve_joint
 from controller.planning.model import PlanningProblem, ReconfigCost, base_p95_ms
+from controller.planning.objective import REFERENCE_CI, REFERENCE_PUE, clover_score
 from controller.planning.plan import Plan, diff_plans
 from controller.planning.policies.interface import HourContext, Policy, TrialResult
 from controller.planning.policies.ours import OursMyopicPolicy, OursPolicy
@@ -152,7 +158,7 @@ def _changed_steps(plans: list[list[Plan]]) -> int:
     return sum(any(diff_plans(ps[h - 1], ps[h]) for ps in plans) for h in range(1, len(plans[0])))
 
 
-def _cluster(rows: list[Row], gpus: int, weights: tuple[float, ...], plans: list[list[Plan]], solve_ms: float) -> Row:
+def _cluster(rows: list[Row], gpus: int, plans: list[list[Plan]], solve_ms: float) -> Row:
     requests = sum(r["requests"] for r in rows)
     return {
         "gpus": float(gpus),
@@ -163,7 +169,6 @@ def _cluster(rows: list[Row], gpus: int, weights: tuple[float, ...], plans: list
         "requests": requests,
         "lost_requests": sum(r["lost_requests"] for r in rows),
         "reconfigurations": float(_changed_steps(plans)),
-        "objective": sum(w * r["objective"] for w, r in zip(weights, rows)),
         "solve_ms_p50": solve_ms,
     }
 
@@ -198,8 +203,14 @@ def replay_joint(problems: tuple[PlanningProblem, ...], trace: list[float], name
         solve[name] = float(np.median(solve_ms))
     out = {}
     for name in [n for n in JOINT_POLICIES if n in rows]:
-        cluster = _cluster(rows[name], len(shared.problems[0].gpus), shared.weights, plans[name], solve[name])
+        cluster = _cluster(rows[name], len(shared.problems[0].gpus), plans[name], solve[name])
         out[name] = JointRun(cluster, dict(zip(shared.names, rows[name])), dict(zip(shared.names, plans[name])))
+    base = out["base"]
+    base_ref = carbon_g(base.cluster["energy_j"], REFERENCE_CI, REFERENCE_PUE)
     for run in out.values():
-        add_savings(run.cluster, out["base"].cluster)
+        add_savings(run.cluster, base.cluster)
+        run.cluster["objective"] = sum(
+            w * clover_score(p.lam, run.cluster["carbon_g"], run.services[p.service.name]["accuracy"], base_ref,
+                             base.services[p.service.name]["accuracy"])
+            for w, p in zip(shared.weights, problems))
     return out
