@@ -6,8 +6,8 @@ three GPUs for a static split: not on 2), each service at its default rate (50 %
 capacity on 1/n of the GPUs, so the static split is even), SLA = Base's p95 on its static part,
 λ = 0.1, on two bundled carbon traces sampled with a stride (12 steps each: the 49-hour CISO
 trace every 4th hour, the 2023 German trace every 730th hour, i.e. spread over the year).
-Steady steps are simulated as 20 s windows. clover-sa runs up to 8 GPUs only (its live search
-simulates trials on every GPU; at 32 it dominates the run time) and is marked "-" beyond.
+Steady steps are simulated as 20 s windows. clover-sa runs up to 8 GPUs only, to keep the bench short
+(its live search simulates trials; its run time at 32 GPUs was not measured), "-" beyond.
 
 Columns: carbon (g), saving and accuracy loss vs Base on the static split, request-weighted
 over-SLA %, and carbon(ours)/carbon(static-split). Issue 11's goal: at equal or better accuracy,
