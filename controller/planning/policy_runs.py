@@ -15,13 +15,19 @@ from controller.planning.plan import Plan
 from controller.planning.replay import Replay, SimConfig
 
 
+def add_savings(r: dict, base: dict) -> None:
+    """Add carbon_saving_pct and accuracy_loss_pct against Base's summary, in place (also for a
+    cluster of several services, whose objective is not one λ's: controller/planning/joint_replay.py)."""
+    r["carbon_saving_pct"] = 100.0 * (base["carbon_g"] - r["carbon_g"]) / base["carbon_g"]
+    r["accuracy_loss_pct"] = 100.0 * (base["accuracy"] - r["accuracy"]) / base["accuracy"]
+
+
 def compare_to_base(results: dict[str, dict], base: dict, lam: float) -> None:
     """Add carbon_saving_pct, accuracy_loss_pct and Clover's objective (C_base at 250 g/kWh,
     PUE 1.5, from Base's simulated energy) to each policy's summary, in place."""
     base_ref = carbon_g(base["energy_j"], REFERENCE_CI, REFERENCE_PUE)
     for r in results.values():
-        r["carbon_saving_pct"] = 100.0 * (base["carbon_g"] - r["carbon_g"]) / base["carbon_g"]
-        r["accuracy_loss_pct"] = 100.0 * (base["accuracy"] - r["accuracy"]) / base["accuracy"]
+        add_savings(r, base)
         r["objective"] = float(clover_score(lam, r["carbon_g"], r["accuracy"], base_ref, base["accuracy"]))
 
 

@@ -256,10 +256,8 @@ class Replay:
         return LoadHistory(self.counts[:now], cfg.bin_s, cfg.step_s, max(cfg.history_s, cfg.step_s), cfg.forecast)
 
     def _decide(self, h: int, ci: float, mean_ci: float) -> Plan:
-        forecast = tuple(self.trace[h + 1: h + self.cfg.forecast_h])
-        left = min(self.problem.reconfig.horizon_h, len(self.trace) - h)  # the run ends: no pay-back after it
-        problem = self.problem.with_(carbon_intensity=ci, current=self.deployed, forecast=forecast,
-                                     reconfig=replace(self.problem.reconfig, horizon_h=left))
+        problem = step_problem(self.problem, self.trace, h, self.cfg, self.deployed)
+        forecast = problem.forecast
         trial_time = [0.0]
 
         def trial(plan: Plan) -> TrialResult:
@@ -331,6 +329,16 @@ class Replay:
             "solve_ms_p50": float(np.median(self.solve_ms)) if self.solve_ms else 0.0,
             "hourly_carbon_g": [float(c) for c in t.hourly_carbon],
         }
+
+
+def step_problem(problem: PlanningProblem, trace: list[float], h: int, config: SimConfig,
+                 current: Plan | None) -> PlanningProblem:
+    """The problem a policy is given at step `h`: the step's carbon intensity, the trace's next
+    values as its forecast, the pay-back horizon cut where the run ends (nothing pays back after
+    it). Shared by the replay and the joint replay so both policies see the same future."""
+    left = min(problem.reconfig.horizon_h, len(trace) - h)
+    return problem.with_(carbon_intensity=trace[h], current=current, forecast=tuple(trace[h + 1: h + config.forecast_h]),
+                         reconfig=replace(problem.reconfig, horizon_h=left))
 
 
 def same_serving(a: Plan | None, b: Plan) -> bool:

@@ -9,27 +9,37 @@ import argparse
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from configs.cli import service_name
+if TYPE_CHECKING:
+    from controller.carbon.trace import Trace
+    from controller.planning.replay import SimConfig
 
 SPEC = re.compile(r"^\s*(\d+)\s*x\s*([A-Za-z0-9._-]+)\s*$")
 DEFAULT_POLICIES = "base,clover-sa,ours"
+DEFAULT_LAMBDA = 0.1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--service", required=True, type=service_name,
-                        help="service name from configs/services.yaml (yolo, efficientnet, albert)")
+    parser.add_argument("--service", required=True,
+                        help="service name from configs/services.yaml (yolo, efficientnet, albert); several, "
+                             "e.g. yolo,albert: planned jointly on the shared GPUs against a static split of them "
+                             "(docs/planner.md, Several services)")
     parser.add_argument("--trace", required=True, help="bundled trace name (e.g. clover_ciso-march_49h) or a CSV path")
     parser.add_argument("--gpus", default="2xH100-80GB", help="GPUs, e.g. 2xH100-80GB,1xA100-40GB (default 2xH100-80GB)")
     parser.add_argument("--policy", default=DEFAULT_POLICIES,
                         help=f"comma-separated policies (default {DEFAULT_POLICIES}); known: base, ours, ours-myopic, "
-                             "ours-mean, hindsight, clover-sa, rand, oracle, energy-only")
-    parser.add_argument("--lambda", dest="lam", type=float, default=0.1, help="Clover's λ (default 0.1)")
-    parser.add_argument("--rate", type=float, default=None,
+                             "ours-mean, hindsight, clover-sa, rand, oracle, energy-only; several services: ours, ours-myopic (joint), "
+                             "static-split, clover-sa, base (each on its static part; default ours,static-split,clover-sa,base)")
+    parser.add_argument("--lambda", dest="lam", default=None,
+                        help="Clover's λ in [0, 1] (default 0.1); several services: L or yolo=0.1,albert=0.3")
+    parser.add_argument("--rate", default=None,
                         help="constant request rate, req/s (default: 50%% of Base's capacity); with --rate-trace, "
-                             "the rate of its busiest minute")
-    parser.add_argument("--sla-ms", type=float, default=None,
-                        help="p95 SLA in ms (default: Base's predicted p95 at the (mean) rate)")
+                             "the rate of its busiest minute; several services: R or yolo=40,albert=8 (default: 50%% "
+                             "of Base's capacity on 1/n of the GPUs, n services)")
+    parser.add_argument("--sla-ms", default=None,
+                        help="p95 SLA in ms (default: Base's predicted p95 at the (mean) rate); several services: "
+                             "MS or yolo=60,albert=40 (default: Base's p95 on the service's static part)")
     parser.add_argument("--hours", type=int, default=None, help="replay only the first N rows of the trace")
     load = parser.add_argument_group("time-varying load (docs/planner.md)")
     load.add_argument("--rate-trace", default=None, metavar="NAME|FILE",
@@ -76,61 +86,79 @@ def plan_label(plan) -> str:
     return " | ".join(parts)
 
 
+def replay_inputs(args: argparse.Namespace) -> tuple[Trace, tuple[tuple[str, str], ...], tuple[int, ...], list[float], SimConfig]:
+    """What one service's and several services' replays read alike: the trace and the rows
+    replayed, the GPUs, the batch sizes, the replay settings."""
+    from controller.carbon.trace import load_trace
+    from controller.planning.replay_load import time_scaled_config
+
+    trace = load_trace(args.trace)
+    gpus = parse_gpus(args.gpus)
+    batches = tuple(int(b) for b in args.batch_sizes.split(","))
+    if args.step_s <= 0 or args.stride < 1 or args.time_scale <= 0:
+        raise ValueError("--step-s and --time-scale must be positive and --stride at least 1")
+    rows = trace.values[:: args.stride]
+    values = list(rows[: args.hours] if args.hours else rows)
+    config = time_scaled_config(args.time_scale, args.step_s, window_s=args.window_s, seed=args.seed)
+    return trace, gpus, batches, values, config
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from configs.deployment_flags import services_from_flags
     from configs.loader import ConfigError, load_services
-    from controller.carbon.trace import load_trace
     from controller.planning.model import PlanningProblem, ReconfigCost, base_p95_ms
     from controller.planning.planner import InfeasibleError
     from controller.planning.policies import POLICIES
     from controller.planning.policy_runs import run_policies
-    from controller.planning.replay_load import default_rate_rps, time_scaled_config, traffic
+    from controller.planning.replay_load import default_rate_rps, traffic
     from loadgen.arrivals import load_rate_trace
     from loadgen.errors import LoadgenInputError
     from models.performance import PerformanceModel
 
+    specs = services_from_flags(args.service, args.rate, args.sla_ms, args.lam)  # UsageError: exit 2
+    if len(specs) > 1:
+        from controller.planning.joint_simulate_cmd import run_joint
+
+        return run_joint(args, specs)
+    spec = specs[0]
+    given_rate = spec.rate_rps if "rate_rps" in spec.model_fields_set else None
+    lam = DEFAULT_LAMBDA if spec.lam is None else spec.lam
     console = Console()
     err = Console(stderr=True)
     try:
-        service = load_services().get(args.service)
-        trace = load_trace(args.trace)
-        gpus = parse_gpus(args.gpus)
+        service = load_services().get(spec.name)
+        trace, gpus, batches, values, config = replay_inputs(args)
         names = [n.strip() for n in args.policy.split(",") if n.strip()]
         unknown = [n for n in names if n not in POLICIES]
         if unknown:
             raise KeyError(f"unknown policy {', '.join(unknown)}; known: {', '.join(POLICIES)}")
-        batches = tuple(int(b) for b in args.batch_sizes.split(","))
         perf = PerformanceModel.default()
-        if args.step_s <= 0 or args.stride < 1 or args.time_scale <= 0:
-            raise ValueError("--step-s and --time-scale must be positive and --stride at least 1")
-        rows = trace.values[:: args.stride]
-        values = list(rows[: args.hours] if args.hours else rows)
-        rate = args.rate if args.rate is not None else default_rate_rps(service, gpus, perf)
-        config = time_scaled_config(args.time_scale, args.step_s, window_s=args.window_s, seed=args.seed)
+        rate = given_rate if given_rate is not None else default_rate_rps(service, gpus, perf)
         load = None
         if args.rate_trace:
             shape = load_rate_trace(args.rate_trace, time_scale=args.time_scale)
             load = traffic(shape, trace.times[0], rate, len(values), config, args.diurnal, args.diurnal_peak_hour,
                            args.stride, minute_s=60.0 * args.time_scale)
         mean = rate if load is None else float(load.mean())
-        sla = args.sla_ms if args.sla_ms is not None else base_p95_ms(service, gpus, perf, mean)
+        sla = spec.sla_ms if spec.sla_ms is not None else base_p95_ms(service, gpus, perf, mean)
         if sla == float("inf"):
             raise ValueError(f"Base cannot serve {mean:g} req/s on {args.gpus}: give --sla-ms or a lower --rate")
-        problem = PlanningProblem(service, gpus, perf, mean, sla, lam=args.lam, batch_sizes=batches,
+        problem = PlanningProblem(service, gpus, perf, mean, sla, lam=lam, batch_sizes=batches,
                                   reconfig=ReconfigCost(step_s=args.step_s))
     except (KeyError, ValueError, ConfigError, LoadgenInputError) as exc:
         err.print(f"[red]error:[/red] {exc.args[0] if exc.args else exc}")
         return 2
     if load is None:
-        what = f"rate {rate:.1f} req/s{' (default: 50% of Base capacity)' if args.rate is None else ''}"
+        what = f"rate {rate:.1f} req/s{' (default: 50% of Base capacity)' if given_rate is None else ''}"
     else:
         what = (f"load {args.rate_trace} (mean {mean:.1f} req/s, busiest minute {rate:.1f} req/s"
                 f"{', diurnal x' + format(args.diurnal, 'g') if args.diurnal else ''})")
     steps = f"{len(values)} h" if args.step_s == 3600 and args.stride == 1 else f"{len(values)} x {args.step_s:g} s"
     console.print(f"service {service.name}, {len(gpus)} GPU(s) {args.gpus}, trace {trace.name} ({steps}), {what}, "
-                  f"SLA p95 {sla:.1f} ms{' (Base p95)' if args.sla_ms is None else ''}, λ={args.lam}")
+                  f"SLA p95 {sla:.1f} ms{' (Base p95)' if spec.sla_ms is None else ''}, λ={lam}")
     skipped: dict[str, str] = {}
     try:
         runs = run_policies(problem, values, names, config, on_skip=lambda n, why: skipped.__setitem__(n, why),
@@ -159,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
             "objective", "solve_ms_p50"]
     if args.json:
         out = {"service": service.name, "trace": trace.name, "gpus": args.gpus, "rate_rps": mean, "sla_ms": sla,
-               "lambda": args.lam, "hours": len(values), "step_s": args.step_s, "rate_trace": args.rate_trace,
+               "lambda": lam, "hours": len(values), "step_s": args.step_s, "rate_trace": args.rate_trace,
                "peak_rate_rps": rate if load is not None else None,
                "timeline": {n: [[t, plan_label(pl)] for t, pl in r.timeline] for n, r in runs.items()},
                "policies": {n: {k: r.summary[k] for k in keys} for n, r in runs.items()},

@@ -1,0 +1,112 @@
+"""Several services replayed on one cluster: idle power counted once, the joint plan no worse than
+Base, the static split keeps each service on its part, and the CLI's per-service flags."""
+import json
+
+import pytest
+
+from configs.loader import load_services
+from controller.carbon.trace import load_trace
+from controller.cli import main
+from controller.planning.joint_replay import (
+    build_problems,
+    default_joint_rate_rps,
+    replay_joint,
+    static_split,
+)
+from controller.planning.model import ReconfigCost
+from controller.planning.replay import SimConfig
+from models.performance import PerformanceModel
+
+PERF = PerformanceModel.default()
+SERVICES = load_services()
+TWO = (("gpu0", "H100-80GB"), ("gpu1", "H100-80GB"))
+HOURS = list(load_trace("clover_ciso-march_49h").values[:3])
+CONFIG = SimConfig(window_s=10.0)
+
+
+def _problems(names, gpus, rates=None):
+    services = tuple(SERVICES.get(n) for n in names)
+    rates = rates or tuple(default_joint_rate_rps(s, gpus, PERF, len(services)) for s in services)
+    return build_problems(services, gpus, PERF, rates, (None,) * len(services), (0.1,) * len(services),
+                          (1, 2, 4, 8), ReconfigCost())
+
+
+@pytest.fixture(scope="module")
+def runs():
+    problems = _problems(("yolo", "albert"), TWO)
+    return problems, replay_joint(problems, HOURS, ["ours", "static-split"], CONFIG)
+
+
+def test_services_add_up_to_the_cluster(runs):
+    _, out = runs
+    assert set(out) == {"ours", "static-split", "base"}
+    for run in out.values():
+        for key in ("carbon_g", "energy_j", "requests"):
+            assert run.cluster[key] == pytest.approx(sum(r[key] for r in run.services.values()))
+
+
+def test_idle_power_is_counted_once_when_services_share_the_gpus(runs):
+    """At a trickle of traffic the cluster draws its idle power, not once per service."""
+    problems = tuple(p.with_(rate_rps=0.2) for p in runs[0])  # the same SLAs: the columns are cached
+    run = replay_joint(problems, HOURS, ["ours"], CONFIG)["ours"]
+    idle_j = sum(PERF.idle_power_w(t) for _, t in TWO) * len(HOURS) * CONFIG.step_s
+    assert idle_j <= run.cluster["energy_j"] <= 1.05 * idle_j
+
+
+def test_joint_plan_is_no_worse_than_base(runs):
+    _, out = runs
+    ours, base = out["ours"].cluster, out["base"].cluster
+    assert ours["carbon_g"] <= base["carbon_g"]
+    assert ours["over_sla_pct"] <= base["over_sla_pct"]
+    assert ours["accuracy_loss_pct"] <= 1.0
+    assert ours["objective"] >= out["static-split"].cluster["objective"] - 1e-3
+
+
+def test_static_split_keeps_each_service_on_its_part(runs):
+    problems, out = runs
+    parts = static_split(problems)
+    assert [len(p) for p in parts] == [1, 1] and set(parts[0]) | set(parts[1]) == set(TWO)
+    for name in ("static-split", "base"):
+        for p, part in zip(problems, parts):
+            assert out[name].services[p.service.name]["gpus"] == 1
+            for plan in out[name].plans[p.service.name]:
+                assert {g.gpu_id for g, _ in plan.replicas()} <= {gid for gid, _ in part}
+    for plans in out["ours"].plans.values():  # the joint plan spans the cluster: each service sees every GPU
+        assert all({g.gpu_id for g in plan.gpus} == {"gpu0", "gpu1"} for plan in plans)
+
+
+def test_static_split_follows_base_need_with_a_gpu_each():
+    eight = tuple((f"gpu{i}", "H100-80GB") for i in range(8))
+    yolo = default_joint_rate_rps(SERVICES.get("yolo"), eight, PERF, 1)
+    parts = static_split(_problems(("yolo", "albert"), eight, rates=(yolo * 0.9, 0.5)))
+    assert [len(p) for p in parts] == [7, 1]
+    with pytest.raises(ValueError, match="at least one GPU per service"):
+        static_split(_problems(("yolo", "efficientnet", "albert"), TWO, rates=(5.0, 5.0, 5.0)))
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--rate", "yolo=abc"], "yolo=abc"),
+    (["--service", "yolo,albert,yolo"], "named twice"),
+    (["--rate", "yolo=40,efficientnet=8"], "is not served"),
+    (["--rate-trace", "azure_llm_2023_conv"], "one service only"),
+])
+def test_bad_per_service_flags_exit_2(flags, message, capsys):
+    argv = ["simulate", "--service", "yolo,albert", "--trace", "clover_ciso-march_49h", "--hours", "1"]
+    assert main([*argv, *flags]) == 2
+    assert message in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_cli_json_has_a_row_per_service(tmp_path, capsys):
+    out = tmp_path / "joint.json"
+    rc = main(["simulate", "--service", "yolo,albert", "--lambda", "0.1,albert=0.3", "--trace", "clover_ciso-march_49h",
+               "--gpus", "2xH100-80GB", "--policy", "ours,base", "--hours", "2", "--window-s", "10",
+               "--json", str(out)])  # default rates and SLAs: the fixture's, so the columns are cached
+    assert rc == 0
+    assert "req/s (default)" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["services"]["albert"]["lambda"] == 0.3 and data["services"]["yolo"]["lambda"] == 0.1
+    assert data["services"]["albert"]["static_gpus"] == 1
+    assert set(data["policies"]) == {"ours", "base"}
+    for run in data["policies"].values():
+        assert set(run["services"]) == {"yolo", "albert"}
+        assert run["cluster"]["carbon_g"] == pytest.approx(sum(r["carbon_g"] for r in run["services"].values()))
