@@ -103,10 +103,10 @@ def _interval_to_csv(tmp_path: Path, agent: NodeAgent) -> tuple[dict[str, str], 
     fleet, events, totals, clock = FakeFleet(tmp_path, Journal(), {"n0": 1}), Events(), AccountingTotals(), FakeClock()
     csv = EmissionsCsv(tmp_path / "emissions.csv", run_id="r1", gpu_count=1, gpu_model="H100-80GB")
     accounting = IntervalAccounting(accountant, TrafficWindow(FakeBus(Journal()), clock=clock), fleet, events, totals,
-                                    on_interval=lambda a: csv.append(a, service=service.name))
+                                    on_interval=lambda a, name: csv.append(a, service=name))
     clock.advance(10.0)
     fleet.energy = FleetEnergy.of({"n0": agent.interval_energy()})
-    accounting.account([], carbon_intensity=300.0, pue=1.2, sla_ms=100.0)
+    accounting.account([], carbon_intensity=300.0, pue=1.2, slas_ms={service.name: 100.0})
     (row,) = read_rows(tmp_path / "emissions.csv")
     ((_, _, event),) = events.of("interval")
     return row, event, totals

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Protocol
 
-from configs.schema import Service
+from configs.schema import Service, Variant
 from configs.units import carbon_g
 
 UNALLOCATED = "unallocated"  # slice id of the capacity no MIG instance occupies
@@ -183,13 +183,17 @@ class Accountant:
     """Accumulates interval accounts for one service on a fixed set of GPUs."""
 
     def __init__(self, service: Service, gpus: Mapping[str, str], perf: PowerModel, *,
-                 embodied_g_per_gpu_hour: float = 0.0, base_batch: int = 1, compute_slices: int = 7) -> None:
-        """`gpus`: gpu_id -> GPU type (catalog name) of every GPU the deployment holds."""
+                 embodied_g_per_gpu_hour: float = 0.0, base_batch: int = 1, compute_slices: int = 7,
+                 others: Sequence[Service] = ()) -> None:
+        """`gpus`: gpu_id -> GPU type (catalog name) of every GPU the deployment holds; `others`:
+        the services served beside `service` on them (controller/accounting/by_service.py)."""
         if not gpus:
             raise ValueError("Accountant needs at least one GPU")
         if embodied_g_per_gpu_hour < 0:
             raise ValueError(f"embodied_g_per_gpu_hour must be >= 0, got {embodied_g_per_gpu_hour}")
         self.service = service
+        self.services = (service, *others)
+        self.owner = {v.name: svc for svc in self.services for v in svc.variants}  # variant -> its service
         self.gpus = dict(gpus)
         self.perf = perf
         self.embodied_g_per_gpu_hour = embodied_g_per_gpu_hour
@@ -197,31 +201,53 @@ class Accountant:
         self.compute_slices = compute_slices
         self.accounts: list[IntervalAccount] = []
 
+    def _variant(self, variant: str) -> Variant:
+        """The variant of whichever served service has it; KeyError naming the known ones."""
+        svc = self.owner.get(variant, self.service)  # an unknown name: the service's own KeyError says which exist
+        return svc.variant(variant)
+
     def _key(self, variant: str) -> str:
-        return self.service.variant(variant).profile_key
+        return self._variant(variant).profile_key
+
+    def accuracy_of(self, variant: str) -> float:
+        return self._variant(variant).accuracy
 
     def _dynamic_j(self, gpu_type: str, s: SliceActivity) -> float:
         if s.variant is None or s.busy_s <= 0:
             return 0.0
         return s.busy_s * self.perf.busy_power_w(self._key(s.variant), gpu_type, s.compute_slices, s.batch)
 
-    def _baseline_energy_j(self, duration_s: float, requests: int) -> float:
-        key = self.service.base.profile_key
+    def baseline_energy_j(self, service: Service, duration_s: float, requests: int, share: float = 1.0) -> float:
+        """`base` for `service`: its base variant on 7g on `share` of every GPU (its part of the
+        cluster, controller/planning/joint.py), serving `requests` over the interval."""
+        key = service.base.profile_key
         full = self.compute_slices
-        capacity = sum(self.perf.throughput_rps(key, t, full, self.base_batch) for t in self.gpus.values())
+        capacity = share * sum(self.perf.throughput_rps(key, t, full, self.base_batch) for t in self.gpus.values())
         busy_s = min(duration_s, requests / capacity) if capacity > 0 else duration_s
-        return sum(self.perf.idle_power_w(t) * duration_s + busy_s * self.perf.busy_power_w(key, t, full, self.base_batch)
-                   for t in self.gpus.values())
+        return share * sum(self.perf.idle_power_w(t) * duration_s
+                           + busy_s * self.perf.busy_power_w(key, t, full, self.base_batch) for t in self.gpus.values())
+
+    def _baseline_energy_j(self, duration_s: float, requests_by_variant: Mapping[str, int],
+                           shares: Mapping[str, float] | None) -> float:
+        if len(self.services) == 1:
+            return self.baseline_energy_j(self.service, duration_s, sum(requests_by_variant.values()))
+        by_service: dict[str, int] = defaultdict(int)
+        for v, n in requests_by_variant.items():
+            by_service[self.owner[v].name] += n
+        shares = shares or {svc.name: 1.0 / len(self.services) for svc in self.services}
+        return math.fsum(self.baseline_energy_j(svc, duration_s, by_service[svc.name], shares[svc.name])
+                         for svc in self.services)
 
     def record_interval(self, duration_s: float, gpu_energy_j: Mapping[str, float | None],
                         slice_busy: Sequence[SliceActivity], requests_by_variant: Mapping[str, int],
                         carbon_intensity: float, pue: float, *, p95_ms: float | None = None, failed: int = 0,
                         estimated: bool = False, timestamp: datetime | None = None,
-                        host: HostEnergy | None = None) -> IntervalAccount:
+                        host: HostEnergy | None = None, service_shares: Mapping[str, float] | None = None) -> IntervalAccount:
         """Account one interval. A GPU absent from `gpu_energy_j` (or None) is estimated from the model.
 
         `estimated` carries the meter's own flag (Measurement.estimated) into the account;
-        `host` the hosts' CPU/DRAM energy when measured (its `estimated` flag and notes too).
+        `host` the hosts' CPU/DRAM energy when measured (its `estimated` flag and notes too);
+        `service_shares`: with several services, each one's part of the cluster (its Base's part).
         """
         if duration_s <= 0:
             raise ValueError(f"interval duration must be > 0 s, got {duration_s}")
@@ -264,9 +290,9 @@ class Accountant:
             return carbon_g(joules, carbon_intensity, pue)
 
         carbon_by_variant = {v: co2(j) for v, j in energy_by_variant.items()}
-        accuracy = (math.fsum(n * self.service.variant(v).accuracy for v, n in requests_by_variant.items()) / requests
+        accuracy = (math.fsum(n * self.accuracy_of(v) for v, n in requests_by_variant.items()) / requests
                     if requests else None)
-        baseline_j = self._baseline_energy_j(duration_s, requests)
+        baseline_j = self._baseline_energy_j(duration_s, requests_by_variant, service_shares)
         host_g = co2(host.cpu_j + host.ram_j)
         account = IntervalAccount(
             timestamp=timestamp or datetime.now(timezone.utc),

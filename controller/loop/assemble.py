@@ -4,7 +4,6 @@ detached form and `controller demo`, so all three build exactly the same loop.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,5 +72,5 @@ def build_loop(spec: LoopSpec, *, nodes: frozenset[str] | None = None) -> Contro
                        store=StateStore(state_path(run_dir)))
     csv = EmissionsCsv(run_dir / "emissions.csv", run_id=run_dir.name, gpu_count=len(loop.gpus),
                        gpu_model=",".join(sorted(set(loop.gpus.values()))), carbon_source=spec.carbon_source)
-    loop.accounting.on_interval = functools.partial(csv.append, service=spec.settings.service)
+    loop.accounting.on_interval = lambda account, service: csv.append(account, service=service)
     return loop

@@ -59,7 +59,7 @@ class ControlLoop:
 
     def __init__(self, settings: LoopSettings, *, events: EventSink, carbon: CarbonSource, fleet: Fleet,
                  runtime: ReplicaRuntime, bus: BusClient, store: StateStore, perf: PerformanceModel | None = None,
-                 on_interval: Callable[[IntervalAccount], None] | None = None) -> None:
+                 on_interval: Callable[[IntervalAccount, str], None] | None = None) -> None:
         self.events = events
         self.bus = bus
         self.store = store
@@ -79,7 +79,8 @@ class ControlLoop:
         self.settings = settings = fixed_slas(settings, self.services, gpus, self.perf)
         self.workload = Workload.of(settings, self.services, self.perf)
         self.workload.warm(set(gpus.values()))
-        self.accountant = Accountant(self.services[settings.service], gpus, self.perf)
+        first, *others = self.services.values()
+        self.accountant = Accountant(first, gpus, self.perf, others=others)
         self.totals = AccountingTotals()
         self.carbon = CarbonFeed(carbon, events, self.totals)
         self.accounting = IntervalAccounting(self.accountant, TrafficWindow(bus), fleet, events, self.totals,
@@ -194,7 +195,8 @@ class ControlLoop:
 
     # -- accounting -------------------------------------------------------------------------------
     def account(self) -> IntervalResult:
-        result = self.accounting.account(self.running(), self.carbon_now, self.settings.pue, self.settings.sla)
+        result = self.accounting.account(self.running(), self.carbon_now, self.settings.pue, self.slas(),
+                                         self.workload.shares(tuple(self.gpus.items()), self.demand.rates))
         return result
 
     def _check_triggers(self) -> None:

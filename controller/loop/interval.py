@@ -9,10 +9,11 @@ counted exactly once. The same `TrafficWindow` also serves the overload check, w
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from controller.accounting.attribution import Accountant, IntervalAccount, SliceActivity
+from controller.accounting.by_service import split_by_service
 from controller.accounting.metrics import AccountingTotals
 from controller.loop.ports import EventSink, Fleet, RouteBus
 from controller.planning.plan import GpuPlan
@@ -56,14 +57,16 @@ class IntervalResult:
 
 
 class IntervalAccounting:
+    """Accounts each interval; with several services also each service's part (and `unallocated`)."""
+
     def __init__(self, accountant: Accountant, window: TrafficWindow, fleet: Fleet, events: EventSink,
-                 totals: AccountingTotals, on_interval: Callable[[IntervalAccount], None] | None = None) -> None:
+                 totals: AccountingTotals, on_interval: Callable[[IntervalAccount, str], None] | None = None) -> None:
         self.accountant = accountant
         self.window = window
         self.fleet = fleet
         self.events = events
         self.totals = totals
-        self.on_interval = on_interval
+        self.on_interval = on_interval  # (account, service): e.g. an emissions.csv row
         self.intervals: list[dict[str, object]] = []
 
     def reset(self) -> None:
@@ -71,7 +74,10 @@ class IntervalAccounting:
         self.window.take()
         self.fleet.interval_energy()
 
-    def account(self, running: Iterable[GpuPlan], carbon_intensity: float, pue: float, sla_ms: float) -> IntervalResult:
+    def account(self, running: Iterable[GpuPlan], carbon_intensity: float, pue: float, slas_ms: Mapping[str, float],
+                shares: Mapping[str, float] | None = None) -> IntervalResult:
+        """`slas_ms`: each service's SLA; `shares`: with several services, each one's part of the
+        cluster (what its Base is charged, and its part of host and embodied carbon)."""
         traffic, seconds = self.window.take()
         energy = self.fleet.interval_energy()
         gpus = self.accountant.gpus
@@ -83,20 +89,34 @@ class IntervalAccounting:
                                                                          0.0), s.batch)
             for g in running if g.gpu_id in gpus for s in g.slices
         ]
-        p95 = traffic.p_ms(0.95)
         acct = self.accountant.record_interval(
             seconds, {k: v for k, v in energy.energy_j.items() if k in gpus}, activity, traffic.by_variant(),
-            carbon_intensity, pue, p95_ms=p95, failed=traffic.failures(), estimated=energy.estimated,
-            host=energy.host)
-        rec = acct.event_fields()
-        self.totals.observe_interval(self.accountant.service.name, acct)
-        self.intervals.append(rec)
-        at_ingress = traffic.p_ms(0.95, on_slice=False)
-        self.events.event(
-            "interval", f"{acct.requests} requests, {acct.energy_j:.0f} J, {acct.carbon_g:.3f} g "
-                        f"(base {acct.baseline_carbon_g:.3f} g), p95 on slice {p95 or 0.0:.1f} ms (SLA {sla_ms:.1f}), "
-                        f"at ingress {at_ingress or 0.0:.1f} ms", ingress_p95_ms=at_ingress,
-            failed_by_kind=traffic.failures_by_kind(), notes=[*energy.notes, *energy.host.notes], **rec)
-        if self.on_interval:
-            self.on_interval(acct)
+            carbon_intensity, pue, p95_ms=traffic.p_ms(0.95), failed=traffic.failures(), estimated=energy.estimated,
+            host=energy.host, service_shares=shares)
+        self.intervals.append(acct.event_fields())
+        names = [s.name for s in self.accountant.services]
+        if len(names) == 1:
+            parts = {names[0]: acct}
+        else:
+            parts = split_by_service(acct, self.accountant, shares or {n: 1.0 / len(names) for n in names},
+                                     {n: traffic.p_ms(0.95, n) for n in names}, {n: traffic.failures(n) for n in names})
+        for name, part in parts.items():
+            self._record(name, part, traffic, slas_ms.get(name), [*energy.notes, *energy.host.notes],
+                         several=len(names) > 1)
         return IntervalResult(acct, traffic, seconds)
+
+    def _record(self, service: str, acct: IntervalAccount, traffic: ServingCounters, sla_ms: float | None,
+                notes: Iterable[str], several: bool) -> None:
+        """One service's (or `unallocated`'s) interval: totals, the run.log event, the callback."""
+        self.totals.observe_interval(service, acct)
+        at_ingress = traffic.p_ms(0.95, service if several else None, on_slice=False)
+        sla = f" (SLA {sla_ms:.1f})" if sla_ms is not None else ""
+        self.events.event(
+            "interval", (f"{service}: " if several else "")
+            + f"{acct.requests} requests, {acct.energy_j:.0f} J, {acct.carbon_g:.3f} g "
+              f"(base {acct.baseline_carbon_g:.3f} g), p95 on slice {acct.p95_ms or 0.0:.1f} ms{sla}, "
+              f"at ingress {at_ingress or 0.0:.1f} ms", ingress_p95_ms=at_ingress,
+            failed_by_kind=traffic.failures_by_kind(service if several else None),
+            notes=list(notes), **({"service": service} if several else {}), **acct.event_fields())
+        if self.on_interval:
+            self.on_interval(acct, service)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from configs.schema import Service
 from controller.loop.settings import LoopSettings
 from controller.loop.view import assignment_of
-from controller.planning.joint import joint_problem, solve_joint
+from controller.planning.joint import idle_shares, joint_problem, solve_joint
 from controller.planning.model import PlanningProblem, capacity_shares, column_of, columns, route
 from controller.planning.plan import Plan, SliceAssignment
 from controller.planning.planner import solve
@@ -112,6 +112,11 @@ class Workload:
         s = self.settings
         return [name for name in dict.fromkeys(services)
                 if self.capacity(specs, name, s.transition_sla_factor) < rates.get(name, 0.0) * s.headroom]
+
+    def shares(self, gpus: tuple[tuple[str, str], ...], rates: Mapping[str, float]) -> dict[str, float]:
+        """Each service's part of the cluster: its Base's share of the Bases' needs at these rates."""
+        problems = tuple(m.problem(gpus, rates[m.service.name], 0.0) for m in self.models)
+        return dict(zip(self.names, idle_shares(problems) if len(problems) > 1 else (1.0,)))
 
     def plan(self, gpus: tuple[tuple[str, str], ...], rates: Mapping[str, float], carbon_intensity: float,
              current: Plan | None, forecast: tuple[float, ...], slas: Mapping[str, float]) -> Plan:
