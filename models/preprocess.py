@@ -10,13 +10,15 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin
 
-from models.build import force_offline
 from models.errors import PayloadError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: a simulated replica only decodes
+    import torch
 
 __all__ = [
     "PayloadError", "PayloadLimits", "decode_image", "letterbox", "classification_tensor",
@@ -95,6 +97,10 @@ class LetterboxMeta:
 
 def letterbox(img: Image.Image, size: int) -> tuple[torch.Tensor, LetterboxMeta]:
     """Ultralytics' letterbox: scale to fit `size`, keep aspect ratio, pad with 114, scale to [0,1]."""
+    import torch
+
+    from models.build import force_offline
+
     force_offline()  # before ultralytics is first imported (it reads its settings then)
     from ultralytics.data.augment import LetterBox
 
@@ -106,6 +112,7 @@ def letterbox(img: Image.Image, size: int) -> tuple[torch.Tensor, LetterboxMeta]
 
 def classification_tensor(img: Image.Image, crop: int, resize: int) -> torch.Tensor:
     """Resize the short side to `resize` (bicubic), center-crop `crop`, ImageNet-normalise."""
+    import torch
     from torchvision.transforms import v2
 
     transform = v2.Compose([

@@ -20,7 +20,9 @@ left by a process that no longer exists. A replica answers `spec()` and `infligh
 restarted controller can adopt it and drains wait on the replica's own count.
 
 Execution: `simulated` sleeps for the performance model's batch service time and reports the
-batch to the node agent (energy of a simulated GPU); `real` runs `models.runner.ModelRunner`.
+batch to the node agent (energy of a simulated GPU), its slice time kept by the simulated
+device's own clock (controller/serving/slice_clock.py); `real` runs `models.runner.ModelRunner`
+and its slice time is the wall clock.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from typing import Any
 from ray import serve
 
 from controller.serving.batcher import GreedyBatcher
+from controller.serving.slice_clock import SliceClock
 from mig.leases import RENEW_EVERY_S
 
 REPLICA_PREFIX = "replica-"  # every slice-replica application name starts so
@@ -103,12 +106,15 @@ class SliceReplica:
                                        weights_dir=self.spec.weights_dir, threads=self.spec.threads)
             self._runner.warmup((1, self.spec.batch))  # warm before the router sends traffic
         else:
-            from models import preprocess  # imports torch: pay for it now, not on the first request
+            from models import preprocess  # the decoders (no torch): loaded now, not on the first request
             from models.performance import PerformanceModel
 
             self._check = preprocess.decode_image if self.spec.input == "image" else preprocess.parse_qa
             self._perf = PerformanceModel.default()
-        self._batcher: GreedyBatcher[bytes, dict[str, Any]] = GreedyBatcher(self._run_batch, self.spec.batch)
+        self._clock = SliceClock()
+        # items are (payload, arrival on the host's monotonic clock)
+        self._batcher: GreedyBatcher[tuple[bytes, float], dict[str, Any]] = GreedyBatcher(self._run_batch,
+                                                                                         self.spec.batch)
         await self._renew_lease()
         self._lease_task = asyncio.get_running_loop().create_task(self._keep_lease())
 
@@ -157,19 +163,20 @@ class SliceReplica:
         try:
             if self._runner is None:  # reject malformed input before batching: it fails alone
                 await asyncio.to_thread(self._check, payload)  # CPU decode off the event loop
-            t0 = time.perf_counter()
-            result = dict(await self._batcher.submit(payload))
+            return dict(await self._batcher.submit((payload, time.perf_counter())))
         except PayloadError as exc:
             return _error(exc.status, str(exc))
         finally:
             self._inflight -= 1
-        # Time on the slice (batching wait + queue + service): what the planner's p95 predicts
-        # and the SLA bounds; the HTTP/Ray path before it is measured by the ingress.
-        result["replica_ms"] = (time.perf_counter() - t0) * 1000.0
-        return result
 
-    async def _run_batch(self, payloads: list[bytes]) -> list[dict[str, Any]]:
-        """One batch on the slice; the batcher runs one batch at a time, like a GPU queue."""
+    async def _run_batch(self, items: list[tuple[bytes, float]]) -> list[dict[str, Any]]:
+        """One batch on the slice; the batcher runs one batch at a time, like a GPU queue.
+
+        Each result carries `replica_ms`, the request's time on the slice (batching wait, queue
+        and service): what the planner's p95 predicts and the SLA bounds; the HTTP/Ray path
+        before it is measured by the ingress.
+        """
+        payloads = [p for p, _ in items]
         t0 = time.perf_counter()
         agent = self._agent_handle()
         if agent is not None:  # fire-and-forget, as the batch starts: the device's busy interval begins now
@@ -177,18 +184,20 @@ class SliceReplica:
                                       len(payloads), self.spec.slice_id)
         if self._runner is not None:
             results = await asyncio.to_thread(self._infer_real, payloads)
+            done_at = time.perf_counter()
+            service_ms = (done_at - t0) * 1000.0
         else:
-            seconds = self._perf.batch_latency_ms(
-                self.spec.variant_key, self.spec.gpu_type, self.spec.compute_slices, len(payloads)) / 1000.0
-            await asyncio.sleep(seconds)
+            service_ms = self._perf.batch_latency_ms(
+                self.spec.variant_key, self.spec.gpu_type, self.spec.compute_slices, len(payloads))
+            done_at = self._clock.run([a for _, a in items], service_ms / 1000.0)
+            await asyncio.sleep(max(0.0, done_at - time.perf_counter()))
             results = [{"ok": True} for _ in payloads]
-        service_ms = (time.perf_counter() - t0) * 1000.0
-        if agent is not None:  # measured busy time: what per-slice attribution uses on real GPUs
+        if agent is not None:  # busy time (measured on real GPUs): what per-slice attribution uses
             agent.record_busy.remote(self.spec.gpu, self.spec.slice_id, service_ms / 1000.0)
         self._served += len(payloads)
-        for r in results:
+        for r, (_, arrived) in zip(results, items):
             r.update(variant=self.spec.variant, batch=len(payloads), service_ms=service_ms,
-                     slice=self.spec.slice_id)
+                     slice=self.spec.slice_id, replica_ms=(done_at - arrived) * 1000.0)
         return results
 
     def _infer_real(self, payloads: list[bytes]) -> list[dict[str, Any]]:
