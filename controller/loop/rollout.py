@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from configs.schema import Service
+from controller.loop.bridge import BridgeSlice
 from controller.loop.ports import EventSink, Fleet, NodeLostError, ReplicaRuntime
 from controller.loop.routes import Routes
 from controller.loop.service_model import Workload
@@ -30,7 +31,7 @@ from controller.loop.view import GpuState, actual_gpu_plan, assignment_of
 from controller.planning.plan import GpuChange, GpuPlan, SliceAssignment, diff_gpu, slice_key
 from controller.serving.replica import ReplicaSpec
 from mig.placement import compute_slices_of
-from mig.types import Layout
+from mig.types import Layout, Placement, canonical
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,12 @@ def order_changes(changes: list[GpuChange], capacity_lost: Callable[[GpuChange],
     """Cheapest first: the GPU whose step takes the least capacity offline goes first, so the
     steps that need most headroom run when the earlier ones have already added capacity."""
     return sorted((c for c in changes if not c.is_noop), key=lambda c: (capacity_lost(c), c.gpu_id))
+
+
+def leaving(on_gpu: list[ReplicaSpec], c: GpuChange) -> list[ReplicaSpec]:
+    """The replicas among `on_gpu` (one GPU's) that its step `c` stops."""
+    going = {slice_key(s) for s in c.stop}
+    return [s for s in on_gpu if slice_key(assignment_of(s)) in going]
 
 
 def replica_spec(service: Service, settings: LoopSettings, gpu: GpuState, a: SliceAssignment) -> ReplicaSpec:
@@ -98,9 +105,8 @@ class Rollout:
         c = diff_gpu(actual, desired)
         if c.is_noop:
             return StepOutcome.DONE
-        going = {slice_key(s) for s in c.stop}
         self._known.update({s.app_name: s for s in on_gpu})
-        stop_names = [s.app_name for s in on_gpu if slice_key(assignment_of(s)) in going]
+        stop_names = [s.app_name for s in leaving(on_gpu, c)]
         try:
             started = self._start(gpu, c.start_kept, ctx)  # make before break, where no MIG op is needed
             staying = [s for s in self.routes.book.serving() if s.app_name not in stop_names]
@@ -126,6 +132,18 @@ class Rollout:
             self.variant_swaps += 1
         self.routes.publish(ctx.workload, ctx.rates, ctx.carbon_intensity)
         return StepOutcome.DONE
+
+    def bridge(self, gpus: Mapping[str, GpuState], bridge: tuple[BridgeSlice, ...], ctx: StepContext) -> None:
+        """Start a bridge's replicas (controller/loop/bridge.py), creating their slices first; they
+        take traffic like any replica. Raises if a part fails: what started stays and serves, and
+        the reconciler removes it like any replica the plan does not want."""
+        for gid in dict.fromkeys(b.gpu_id for b in bridge):
+            mine = [b for b in bridge if b.gpu_id == gid]
+            gpu = gpus[gid]
+            new = [b.assignment.placement for b in mine if b.create]
+            if new:
+                gpu = self._mig(gpu, canonical([*(Placement(s.profile, s.start) for s in gpu.slices), *new]))
+            self._start(gpu, tuple(b.assignment for b in mine), ctx)
 
     # -- replicas -----------------------------------------------------------------------------------
     def _start(self, gpu: GpuState, slices: tuple[SliceAssignment, ...], ctx: StepContext) -> list[str]:

@@ -16,6 +16,8 @@ from controller.planning.plan import Plan, SliceAssignment
 from controller.planning.planner import solve
 from controller.serving.replica import ReplicaSpec
 from controller.serving.router import queue_bound
+from mig.placement import compute_slices_of
+from mig.types import Placement
 from models.performance import PerformanceModel
 
 
@@ -46,6 +48,14 @@ class ServiceModel:
         """Largest rate the replica carries with predicted p95 ≤ SLA × sla_factor."""
         problem = self.problem(((f"any/{gpu_type}", gpu_type),), 1.0, 0.0)
         return column_of(problem.with_(sla_ms=self.settings.sla * sla_factor), gpu_type, a).rmax_rps
+
+    def offers(self, gpu_type: str, placement: Placement, sla_factor: float) -> list[tuple[SliceAssignment, float]]:
+        """Every replica of this service that fits a slice at `placement` (each allowed variant and
+        batch size), with the rate it carries within SLA × sla_factor: what a bridge may start there."""
+        problem = self.problem(((f"any/{gpu_type}", gpu_type),), 1.0, 0.0)
+        size = compute_slices_of(placement.profile)
+        return [(SliceAssignment(placement, c.variant, c.batch, 0.0, self.service.name), c.rmax_rps)
+                for c in columns(problem.with_(sla_ms=self.settings.sla * sla_factor), gpu_type) if c.slices == size]
 
     def shares(self, replicas: list[tuple[str, SliceAssignment]], rate_rps: float, carbon_intensity: float) -> list[float]:
         """Traffic shares over these replicas: the planner's optimal routing at this rate, or (too
@@ -108,10 +118,24 @@ class Workload:
     def short_of(self, specs: Iterable[ReplicaSpec], rates: Mapping[str, float], services: Iterable[str]) -> list[str]:
         """The services among `services` whose replicas in `specs` cannot carry their rate × headroom
         within the transition SLA: taking other replicas of theirs offline must wait."""
+        return list(self.missing(specs, rates, services))
+
+    def missing(self, specs: Iterable[ReplicaSpec], rates: Mapping[str, float],
+                services: Iterable[str]) -> dict[str, float]:
+        """What each short service (see `short_of`) lacks, in req/s within the transition SLA."""
         specs = list(specs)
         s = self.settings
-        return [name for name in dict.fromkeys(services)
-                if self.capacity(specs, name, s.transition_sla_factor) < rates.get(name, 0.0) * s.headroom]
+        gaps = {name: rates.get(name, 0.0) * s.headroom - self.capacity(specs, name, s.transition_sla_factor)
+                for name in dict.fromkeys(services)}
+        return {name: gap for name, gap in gaps.items() if gap > 0}
+
+    def transition_capacity(self, gpu_type: str, a: SliceAssignment) -> float:
+        """What a replica of `a.service` carries within the transition SLA (the capacity rule's measure)."""
+        return self.model(a.service).rmax(gpu_type, a, self.settings.transition_sla_factor)
+
+    def offers(self, gpu_type: str, placement: Placement, service: str) -> list[tuple[SliceAssignment, float]]:
+        """The replicas of `service` a bridge may start at `placement`, by transition capacity."""
+        return self.model(service).offers(gpu_type, placement, self.settings.transition_sla_factor)
 
     def shares(self, gpus: tuple[tuple[str, str], ...], rates: Mapping[str, float]) -> dict[str, float]:
         """Each service's part of the cluster: its Base's share of the Bases' needs at these rates."""
