@@ -185,6 +185,12 @@ class FakeBus:
     def counters(self) -> dict[str, ServingCounters]:
         return dict(self.counters_by_ingress)
 
+    def wait_commands(self, timeout_s: float = 0.0) -> list:
+        return []
+
+    def set_status(self, doc: dict, totals: object) -> None:
+        self.status = doc
+
     @property
     def last(self) -> RoutingTable:
         return self.tables[-1]

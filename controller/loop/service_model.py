@@ -17,7 +17,7 @@ from controller.planning.planner import solve
 from controller.serving.replica import ReplicaSpec
 from controller.serving.router import queue_bound
 from mig.placement import compute_slices_of
-from mig.types import Placement
+from mig.types import Layout, Placement
 from models.performance import PerformanceModel
 
 
@@ -29,13 +29,14 @@ class ServiceModel:
 
     def problem(self, gpus: tuple[tuple[str, str], ...], rate_rps: float, carbon_intensity: float,
                 current: Plan | None = None, forecast: tuple[float, ...] = (),
-                sla_ms: float | None = None) -> PlanningProblem:
-        """`sla_ms`: plan for this p95 instead of the operator's SLA (the calibrated one)."""
+                sla_ms: float | None = None, held: tuple[tuple[str, Layout], ...] = ()) -> PlanningProblem:
+        """`sla_ms`: plan for this p95 instead of the operator's SLA (the calibrated one); `held`:
+        GPUs that keep their layout (PlanningProblem.held)."""
         s = self.settings
         return PlanningProblem(self.service, tuple(sorted(gpus)), self.perf, max(rate_rps, s.min_rate_rps),
                                s.sla if sla_ms is None else sla_ms,
                                lam=s.lam, carbon_intensity=carbon_intensity, pue=s.pue, current=current,
-                               variants=s.variants, forecast=forecast)
+                               variants=s.variants, forecast=forecast, held=held)
 
     def warm(self, gpu_types: set[str]) -> None:
         """Compute every column once (the queueing model's per-column bisection takes seconds in
@@ -143,12 +144,13 @@ class Workload:
         return dict(zip(self.names, idle_shares(problems) if len(problems) > 1 else (1.0,)))
 
     def plan(self, gpus: tuple[tuple[str, str], ...], rates: Mapping[str, float], carbon_intensity: float,
-             current: Plan | None, forecast: tuple[float, ...], slas: Mapping[str, float]) -> Plan:
+             current: Plan | None, forecast: tuple[float, ...], slas: Mapping[str, float],
+             held: tuple[tuple[str, Layout], ...] = ()) -> Plan:
         """The plan for these rates (each × headroom) and planning SLAs: the single-service planner
         for one service without an accuracy floor, else the joint MILP over all services."""
         headroom = self.settings.headroom
         problems = tuple(m.problem(gpus, rates[m.service.name] * headroom, carbon_intensity, current, forecast,
-                                   sla_ms=slas[m.service.name]) for m in self.models)
+                                   sla_ms=slas[m.service.name], held=held) for m in self.models)
         floors = tuple(m.settings.min_accuracy for m in self.models)
         if len(problems) == 1 and floors[0] is None:
             return solve(problems[0])

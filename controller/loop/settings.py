@@ -55,6 +55,9 @@ class LoopSettings:
     # How long a GPU step may wait for capacity while nothing else moves and no bridge can be
     # built (controller/loop/bridge.py) before its GPU keeps its layout (an `error` event says so).
     stuck_after_s: float = 60.0
+    # Timer intervals a GPU so held keeps its layout in the plans before a change is tried again
+    # (at once when the fleet changes: a new GPU may have room for a bridge).
+    hold_intervals: int = 12
     replica_timeout_s: float = 120.0
     threads: int = 1
     weights_dir: str | None = None
