@@ -7,7 +7,9 @@ agents (GPUs and slices), Serve (slice replicas) and the leases, then
     republished (which also re-configures a restarted ingress replica or bus);
  2. stops replicas that can never serve again (deployment failed, slice destroyed under them);
  3. moves every GPU whose actual state differs from the desired one, make-before-break
-    (controller/loop/rollout.py), cheapest step first;
+    (controller/loop/rollout.py), cheapest step first; when no step moved and some wait for
+    capacity, waiting changes nothing: one is bridged (controller/loop/bridge.py) and taken at
+    once, or, with no room for a bridge, given up after `stuck_after_s` (its GPU is `held`);
  4. stops replicas no plan GPU wants any more (orphans), once the rest carries the load;
  5. releases slice leases whose owner no longer exists in Serve.
 So a restarted controller, a restarted ingress, a killed replica or a returning node agent all
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 
 from controller.loop.bridge import BridgeSlice, describe_bridge, plan_bridge, rooms_of
 from controller.loop.ports import EventSink, Fleet, ReplicaRuntime
-from controller.loop.rollout import Rollout, StepContext, StepOutcome, leaving, order_changes
+from controller.loop.rollout import Rollout, StepContext, StepOutcome, leaving, one_line, order_changes
 from controller.loop.routes import Routes
 from controller.loop.view import FleetView, GpuState, ReplicaState, actual_gpu_plan, broken_replicas
 from controller.planning.plan import GpuPlan, Plan, diff_gpu
@@ -184,6 +186,8 @@ class Reconciler:
 
     def _bridge_then_step(self, gid: str, missing: dict[str, float], bridge: tuple[BridgeSlice, ...],
                           view: FleetView, g: GpuPlan, ctx: StepContext, report: ReconcileReport) -> None:
+        """Start the bridge, then the step it was built for, in the same tick: a later tick would
+        see the bridge as replicas the plan does not want and remove it first."""
         self.events.event("bridge", f"{gid}: {', '.join(missing)} would lose {sum(missing.values()):.1f} req/s "
                                     f"no other replica carries; bridging first: {describe_bridge(bridge)}",
                           gpu=gid, services=list(missing), gpus=sorted({b.gpu_id for b in bridge}),
@@ -191,8 +195,8 @@ class Reconciler:
         try:
             self.rollout.bridge(view.gpus, bridge, ctx)
         except Exception as exc:  # noqa: BLE001 - what started serves; the step keeps waiting
-            self.events.event("error", f"{gid}: bridge failed ({exc}); the step keeps waiting", where=f"bridge {gid}",
-                              error=str(exc)[:300])
+            self.events.event("error", f"{gid}: bridge failed ({one_line(exc)}); the step keeps waiting",
+                              where=f"bridge {gid}", error=one_line(exc))
             return
         gpu = self.fleet.observe().gpus.get(gid)
         if gpu is not None:

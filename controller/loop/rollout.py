@@ -3,7 +3,8 @@
 One GPU step, in order:
  1. start and warm the replicas that need no MIG change (a new variant on a kept slice), share 0;
  2. check the replicas that stay up carry the current rate within the transition SLA; if not, the
-    step waits (`DEFERRED`): the reconciler tries again next tick, when other GPUs added capacity;
+    step waits (`DEFERRED`): the reconciler tries again next tick, when other GPUs added capacity,
+    or bridges the step when nothing else moves (controller/loop/bridge.py, `Rollout.bridge`);
  3. move traffic off the replicas that go away (a new routing table, confirmed by every ingress
     replica), wait until the replicas' own in-flight counts reach 0, stop them;
  4. destroy/create MIG instances through the node agent;
@@ -120,11 +121,11 @@ class Rollout:
             self._start(gpu, c.start_new, ctx)
         except NodeLostError as exc:
             self.events.event("error", f"node agent {gpu.handle.node} lost during the step of {gpu.handle.gpu_id}: "
-                                       f"{_short(exc)}", where=f"agent {gpu.handle.node}", error=_short(exc))
+                                       f"{one_line(exc)}", where=f"agent {gpu.handle.node}", error=one_line(exc))
             return StepOutcome.LOST
         except Exception as exc:  # noqa: BLE001 - any failed step rolls back to a serving state
-            self.events.event("error", f"{gpu.handle.gpu_id}: step failed ({_short(exc)}); rolling back to the "
-                                       "previous layout", where=f"apply {gpu.handle.gpu_id}", error=_short(exc))
+            self.events.event("error", f"{gpu.handle.gpu_id}: step failed ({one_line(exc)}); rolling back to the "
+                                       "previous layout", where=f"apply {gpu.handle.gpu_id}", error=one_line(exc))
             return self._rollback(gpu, actual, ctx)
         if c.layout_changes:
             self.layout_changes += 1
@@ -238,16 +239,16 @@ class Rollout:
                     if s.gpu_id == gpu.handle.gpu_id}
             self._start(now, tuple(s for s in old.slices if s.variant and slice_key(s) not in have), ctx)
         except Exception as exc:  # noqa: BLE001
-            self.events.event("error", f"{gpu.handle.gpu_id}: rollback failed ({_short(exc)}); serving on the other "
+            self.events.event("error", f"{gpu.handle.gpu_id}: rollback failed ({one_line(exc)}); serving on the other "
                                        "GPUs, the reconciler retries", where=f"rollback {gpu.handle.gpu_id}",
-                              error=_short(exc))
+                              error=one_line(exc))
             self.routes.publish(ctx.workload, ctx.rates, ctx.carbon_intensity)
             return StepOutcome.FAILED
         self.routes.publish(ctx.workload, ctx.rates, ctx.carbon_intensity)
         return StepOutcome.ROLLED_BACK
 
 
-def _short(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """One line: run.log events never carry tracebacks."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
