@@ -10,8 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from configs import load_services
 from controller.loop.ports import FleetEnergy, NodeLostError
+from controller.loop.reconciler import Reconciler
+from controller.loop.rollout import Rollout, StepContext
+from controller.loop.routes import Routes
+from controller.loop.service_model import Workload
+from controller.loop.settings import LoopSettings, ServiceSettings
 from controller.loop.view import RUNNING, FleetView, GpuHandle, GpuState, ReplicaState
+from controller.planning.plan import GpuPlan, Plan, SliceAssignment
 from controller.serving.counters import ServingCounters
 from controller.serving.replica import ReplicaSpec
 from controller.serving.router import RoutingTable
@@ -20,6 +27,12 @@ from mig.errors import MigError, PlacementError
 from mig.repartition import apply_plan, plan_repartition
 from mig.simulated import SimulatedMigBackend
 from mig.types import Layout, Placement
+from models.performance import PerformanceModel
+
+P7 = Placement("7g.80gb", 0)
+P4 = Placement("4g.40gb", 0)
+P3 = Placement("3g.40gb", 4)
+T = "H100-80GB"
 
 
 @dataclass
@@ -172,6 +185,12 @@ class FakeBus:
     def counters(self) -> dict[str, ServingCounters]:
         return dict(self.counters_by_ingress)
 
+    def wait_commands(self, timeout_s: float = 0.0) -> list:
+        return []
+
+    def set_status(self, doc: dict, totals: object) -> None:
+        self.status = doc
+
     @property
     def last(self) -> RoutingTable:
         return self.tables[-1]
@@ -186,3 +205,52 @@ class Events:
 
     def of(self, kind: str) -> list[tuple[str, str, dict]]:
         return [e for e in self.events if e[0] == kind]
+
+
+class Clock:
+    """A monotonic clock the test moves by hand (the reconciler's bounded wait)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Stack:
+    """A controller's rollout and reconciler over the fakes: `yolo` at `rate`, plus `more` services."""
+
+    def __init__(self, tmp_path: Path, nodes: dict[str, int] | None = None, rate: float = 20.0,
+                 more: tuple[ServiceSettings, ...] = (), **settings: object) -> None:
+        self.journal = Journal()
+        self.fleet = FakeFleet(tmp_path, self.journal, nodes or {"n0": 1, "n1": 1})
+        self.runtime = FakeRuntime(self.journal)
+        self.bus = FakeBus(self.journal)
+        self.events = Events()
+        self.clock = Clock()
+        self.routes = Routes(self.bus, self.events)
+        self.rollout = Rollout(self.fleet, self.runtime, self.routes, self.events)
+        self.reconciler = Reconciler(self.fleet, self.runtime, self.routes, self.rollout, self.events, clock=self.clock)
+        loop = LoopSettings("yolo", 0.5, 100.0, 300.0, rate, drain_timeout_s=2.0, more_services=more, **settings)
+        catalog = load_services()
+        self.ctx = StepContext(Workload.of(loop, {s.name: catalog.get(s.name) for s in loop.services},
+                                           PerformanceModel.default()),
+                               {s.name: s.rate_rps for s in loop.services}, 300.0)
+
+    def reconcile(self, plan: Plan, plan_id: int = 0):
+        return self.reconciler.reconcile(plan, self.ctx, plan_id)
+
+    def layout(self, node: str) -> list[tuple[str, int]]:
+        return [(i.profile, i.start) for i in self.fleet.backends[node].list_instances(0)]
+
+    def running(self) -> dict[str, tuple[str, str, int]]:
+        return {n: (r.spec.gpu_id, r.spec.variant, r.spec.start) for n, r in self.runtime.apps.items()}
+
+
+def gpu(gid: str, *slices: tuple) -> GpuPlan:
+    """A GPU plan from (placement, variant, batch[, service]) tuples."""
+    return GpuPlan(gid, T, tuple(SliceAssignment(s[0], s[1], s[2], 0.5, *s[3:]) for s in slices))
+
+
+def plan(*gpus: GpuPlan) -> Plan:
+    return Plan("yolo", tuple(gpus))

@@ -19,6 +19,7 @@ from controller.planning.plan import Plan
 from controller.planning.planner import InfeasibleError, solve_exact
 from controller.planning.policies.oracle import solve_joint_oracle
 from mig.placement import compute_slices_of, is_valid_layout
+from mig.types import Placement
 from models.performance import PerformanceModel
 from tests.test_planner import SLA
 
@@ -143,3 +144,11 @@ def test_pay_back_keeps_the_current_joint_plan_when_nothing_changes():
     assert again.gpus == first.gpus
     short = joint_problem(tuple(p.with_(reconfig=ReconfigCost(horizon_h=0)) for p in jp.problems), current=first)
     assert solve_joint(short).gpus == first.gpus
+
+
+def test_a_held_gpu_keeps_its_layout_in_the_joint_plan():
+    split = (Placement("4g.40gb", 0), Placement("3g.40gb", 4))
+    jp = joint_problem((_problem("yolo", TWO, 40.0, held=(("gpu0", split),)), _problem("albert", TWO, 10.0)))
+    plan = solve_joint(jp)
+    assert plan.gpus[0].layout == split
+    check_joint(plan, jp)

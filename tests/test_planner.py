@@ -16,6 +16,7 @@ from controller.planning.plan import diff_plans
 from controller.planning.planner import InfeasibleError, solve, solve_exact
 from controller.planning.policies.oracle import solve_oracle
 from mig.placement import is_valid_layout
+from mig.types import Placement
 from models.performance import PerformanceModel
 
 PERF = PerformanceModel.default()
@@ -139,3 +140,25 @@ def test_without_forecast_the_optimum_is_adopted():
     high, current, target = _switching_case()
     plan = solve(replace(high, forecast=()))
     assert plan.predicted.objective == pytest.approx(target.predicted.objective)
+
+
+def test_held_gpus_keep_their_layouts_where_others_would_be_better():
+    """The control loop holds a GPU whose change cannot be made without dropping capacity."""
+    svc = SERVICES.get("yolo")
+    gpus = (("a", "H100-80GB"), ("b", "H100-80GB"))
+    problem = PlanningProblem(svc, gpus, PERF, 400.0, SLA["yolo"], lam=0.1, carbon_intensity=300.0)
+    assert [g.layout for g in solve(problem).gpus] == [(Placement("7g.80gb", 0),)] * 2, "precondition"
+    split = (Placement("4g.40gb", 0), Placement("3g.40gb", 4))
+    plan = solve(problem.with_(held=(("a", split),)))
+    assert [g.layout for g in plan.gpus] == [split, (Placement("7g.80gb", 0),)]
+    check_plan(plan, problem)
+
+
+def test_a_held_layout_need_not_be_maximal():
+    svc = SERVICES.get("yolo")
+    gpus = (("a", "H100-80GB"), ("b", "H100-80GB"))
+    problem = PlanningProblem(svc, gpus, PERF, 150.0, SLA["yolo"], lam=0.5, carbon_intensity=300.0,
+                              held=(("b", (Placement("4g.40gb", 0),)),))
+    plan = solve(problem)
+    assert plan.gpus[1].layout == (Placement("4g.40gb", 0),)
+    check_plan(plan, problem)

@@ -10,54 +10,16 @@ import pytest
 
 from configs import load_services
 from controller.loop.reconciler import Reconciler
-from controller.loop.rollout import Rollout, StepContext, StepOutcome, order_changes
+from controller.loop.rollout import Rollout, StepOutcome, order_changes
 from controller.loop.routes import Routes
 from controller.loop.service_model import Workload
 from controller.loop.settings import LoopSettings, ServiceSettings
 from controller.loop.view import RUNNING, ReplicaState
-from controller.planning.plan import GpuChange, GpuPlan, Plan, SliceAssignment
+from controller.planning.plan import GpuChange, SliceAssignment
 from controller.serving.replica import ReplicaSpec
 from gpu_node.records import LeaseRecord
-from mig.types import Placement
 from models.performance import PerformanceModel
-from tests.loop_fakes import Events, FakeBus, FakeFleet, FakeRuntime, Journal
-
-P7 = Placement("7g.80gb", 0)
-P4 = Placement("4g.40gb", 0)
-P3 = Placement("3g.40gb", 4)
-T = "H100-80GB"
-
-
-class Stack:
-    def __init__(self, tmp_path, nodes=None, rate=20.0):
-        self.journal = Journal()
-        self.fleet = FakeFleet(tmp_path, self.journal, nodes or {"n0": 1, "n1": 1})
-        self.runtime = FakeRuntime(self.journal)
-        self.bus = FakeBus(self.journal)
-        self.events = Events()
-        self.routes = Routes(self.bus, self.events)
-        self.rollout = Rollout(self.fleet, self.runtime, self.routes, self.events)
-        self.reconciler = Reconciler(self.fleet, self.runtime, self.routes, self.rollout, self.events)
-        settings = LoopSettings("yolo", 0.5, 100.0, 300.0, rate, drain_timeout_s=2.0)
-        self.ctx = StepContext(Workload.of(settings, {"yolo": load_services().get("yolo")}, PerformanceModel.default()),
-                               {"yolo": rate}, 300.0)
-
-    def reconcile(self, plan: Plan):
-        return self.reconciler.reconcile(plan, self.ctx)
-
-    def layout(self, node: str) -> list[tuple[str, int]]:
-        return [(i.profile, i.start) for i in self.fleet.backends[node].list_instances(0)]
-
-    def running(self) -> dict[str, tuple[str, str, int]]:
-        return {n: (r.spec.gpu_id, r.spec.variant, r.spec.start) for n, r in self.runtime.apps.items()}
-
-
-def gpu(gid: str, *slices: tuple[Placement, str | None, int]) -> GpuPlan:
-    return GpuPlan(gid, T, tuple(SliceAssignment(p, v, b, 0.5) for p, v, b in slices))
-
-
-def plan(*gpus: GpuPlan) -> Plan:
-    return Plan("yolo", tuple(gpus))
+from tests.loop_fakes import P3, P4, P7, Events, Stack, gpu, plan
 
 
 @pytest.fixture

@@ -70,6 +70,7 @@ class ControlLoop:
         self._stop = threading.Event()
         self._forced: Plan | None = None
         self._replan_now: str | None = None
+        self._held: dict[str, int] = {}  # GPUs whose step could not be made: timer intervals they keep their layout
         self.routes = Routes(bus, events)
         self.rollout = Rollout(fleet, runtime, self.routes, events)
         self.reconciler = Reconciler(fleet, runtime, self.routes, self.rollout, events)
@@ -132,9 +133,10 @@ class ControlLoop:
         forecast: tuple[float, ...] = ()
         if self.settings.forecast_hours and current is not None and reason == "timer":
             forecast = self.carbon.forecast(self.settings.forecast_hours)
+        held = tuple((g.gpu_id, g.layout) for g in current.gpus if g.gpu_id in self._held) if current else ()
         try:
             target = forced or self.workload.plan(tuple(self.gpus.items()), self.demand.rates, self.carbon_now,
-                                                  current, forecast, slas)
+                                                  current, forecast, slas, held)
         except InfeasibleError as exc:
             self.events.event("error", f"no plan meets the SLA, keeping the current one: {exc}", where="replan",
                               error=str(exc))
@@ -151,6 +153,12 @@ class ControlLoop:
                           solve_ms=(time.perf_counter() - t0) * 1000.0,
                           changed=changed)
         self._set_desired(target, pinned=forced is not None)
+
+    @property
+    def held_gpus(self) -> list[str]:
+        """GPUs whose change could be made neither with the capacity there was nor with a bridge:
+        the plans keep their layouts for a while (controller/loop/bridge.py)."""
+        return sorted(self._held)
 
     @property
     def pinned(self) -> bool:
@@ -177,11 +185,16 @@ class ControlLoop:
         if report.reverted and self.plan is not None:  # what runs after a rollback is what we now want
             reverted = tuple(report.reverted.get(g.gpu_id, g) for g in self.plan.gpus)
             self._set_desired(replace(self.plan, gpus=reverted), pinned=self.pinned)
+        if report.held:  # the rest of the plan was sized with those GPUs changed: re-plan around them
+            self._held.update({g: self.settings.hold_intervals for g in report.held})
+            if not self.pinned:
+                self._replan_now = self._replan_now or "held"
         if set(report.serving_gpus) != set(self.gpus):
             gone, new = set(self.gpus) - set(report.serving_gpus), set(report.serving_gpus) - set(self.gpus)
             self.events.event("fleet", f"GPUs changed: lost {sorted(gone)}, found {sorted(new)}; re-planning",
                               lost=sorted(gone), found=sorted(new))
             self.gpus = dict(report.serving_gpus)
+            self._held.clear()  # a GPU that joined may have room to bridge what could not be done
             self._replan_now = "fleet"
         if any(o is StepOutcome.LOST for o in report.outcomes.values()):
             self._replan_now = "fleet"
@@ -255,6 +268,7 @@ class ControlLoop:
         self.account()
         self.handle_commands()
         self.carbon.read()
+        self._held = {g: n - 1 for g, n in self._held.items() if n > 1}
         self.replan()
         self._replan_now = None
         self.reconcile()

@@ -3,7 +3,8 @@
 One GPU step, in order:
  1. start and warm the replicas that need no MIG change (a new variant on a kept slice), share 0;
  2. check the replicas that stay up carry the current rate within the transition SLA; if not, the
-    step waits (`DEFERRED`): the reconciler tries again next tick, when other GPUs added capacity;
+    step waits (`DEFERRED`): the reconciler tries again next tick, when other GPUs added capacity,
+    or bridges the step when nothing else moves (controller/loop/bridge.py, `Rollout.bridge`);
  3. move traffic off the replicas that go away (a new routing table, confirmed by every ingress
     replica), wait until the replicas' own in-flight counts reach 0, stop them;
  4. destroy/create MIG instances through the node agent;
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from configs.schema import Service
+from controller.loop.bridge import BridgeSlice
 from controller.loop.ports import EventSink, Fleet, NodeLostError, ReplicaRuntime
 from controller.loop.routes import Routes
 from controller.loop.service_model import Workload
@@ -30,7 +32,7 @@ from controller.loop.view import GpuState, actual_gpu_plan, assignment_of
 from controller.planning.plan import GpuChange, GpuPlan, SliceAssignment, diff_gpu, slice_key
 from controller.serving.replica import ReplicaSpec
 from mig.placement import compute_slices_of
-from mig.types import Layout
+from mig.types import Layout, Placement, canonical
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,12 @@ def order_changes(changes: list[GpuChange], capacity_lost: Callable[[GpuChange],
     """Cheapest first: the GPU whose step takes the least capacity offline goes first, so the
     steps that need most headroom run when the earlier ones have already added capacity."""
     return sorted((c for c in changes if not c.is_noop), key=lambda c: (capacity_lost(c), c.gpu_id))
+
+
+def leaving(on_gpu: list[ReplicaSpec], c: GpuChange) -> list[ReplicaSpec]:
+    """The replicas among `on_gpu` (one GPU's) that its step `c` stops."""
+    going = {slice_key(s) for s in c.stop}
+    return [s for s in on_gpu if slice_key(assignment_of(s)) in going]
 
 
 def replica_spec(service: Service, settings: LoopSettings, gpu: GpuState, a: SliceAssignment) -> ReplicaSpec:
@@ -98,9 +106,8 @@ class Rollout:
         c = diff_gpu(actual, desired)
         if c.is_noop:
             return StepOutcome.DONE
-        going = {slice_key(s) for s in c.stop}
         self._known.update({s.app_name: s for s in on_gpu})
-        stop_names = [s.app_name for s in on_gpu if slice_key(assignment_of(s)) in going]
+        stop_names = [s.app_name for s in leaving(on_gpu, c)]
         try:
             started = self._start(gpu, c.start_kept, ctx)  # make before break, where no MIG op is needed
             staying = [s for s in self.routes.book.serving() if s.app_name not in stop_names]
@@ -114,11 +121,11 @@ class Rollout:
             self._start(gpu, c.start_new, ctx)
         except NodeLostError as exc:
             self.events.event("error", f"node agent {gpu.handle.node} lost during the step of {gpu.handle.gpu_id}: "
-                                       f"{_short(exc)}", where=f"agent {gpu.handle.node}", error=_short(exc))
+                                       f"{one_line(exc)}", where=f"agent {gpu.handle.node}", error=one_line(exc))
             return StepOutcome.LOST
         except Exception as exc:  # noqa: BLE001 - any failed step rolls back to a serving state
-            self.events.event("error", f"{gpu.handle.gpu_id}: step failed ({_short(exc)}); rolling back to the "
-                                       "previous layout", where=f"apply {gpu.handle.gpu_id}", error=_short(exc))
+            self.events.event("error", f"{gpu.handle.gpu_id}: step failed ({one_line(exc)}); rolling back to the "
+                                       "previous layout", where=f"apply {gpu.handle.gpu_id}", error=one_line(exc))
             return self._rollback(gpu, actual, ctx)
         if c.layout_changes:
             self.layout_changes += 1
@@ -126,6 +133,18 @@ class Rollout:
             self.variant_swaps += 1
         self.routes.publish(ctx.workload, ctx.rates, ctx.carbon_intensity)
         return StepOutcome.DONE
+
+    def bridge(self, gpus: Mapping[str, GpuState], bridge: tuple[BridgeSlice, ...], ctx: StepContext) -> None:
+        """Start a bridge's replicas (controller/loop/bridge.py), creating their slices first; they
+        take traffic like any replica. Raises if a part fails: what started stays and serves, and
+        the reconciler removes it like any replica the plan does not want."""
+        for gid in dict.fromkeys(b.gpu_id for b in bridge):
+            mine = [b for b in bridge if b.gpu_id == gid]
+            gpu = gpus[gid]
+            new = [b.assignment.placement for b in mine if b.create]
+            if new:
+                gpu = self._mig(gpu, canonical([*(Placement(s.profile, s.start) for s in gpu.slices), *new]))
+            self._start(gpu, tuple(b.assignment for b in mine), ctx)
 
     # -- replicas -----------------------------------------------------------------------------------
     def _start(self, gpu: GpuState, slices: tuple[SliceAssignment, ...], ctx: StepContext) -> list[str]:
@@ -220,16 +239,16 @@ class Rollout:
                     if s.gpu_id == gpu.handle.gpu_id}
             self._start(now, tuple(s for s in old.slices if s.variant and slice_key(s) not in have), ctx)
         except Exception as exc:  # noqa: BLE001
-            self.events.event("error", f"{gpu.handle.gpu_id}: rollback failed ({_short(exc)}); serving on the other "
+            self.events.event("error", f"{gpu.handle.gpu_id}: rollback failed ({one_line(exc)}); serving on the other "
                                        "GPUs, the reconciler retries", where=f"rollback {gpu.handle.gpu_id}",
-                              error=_short(exc))
+                              error=one_line(exc))
             self.routes.publish(ctx.workload, ctx.rates, ctx.carbon_intensity)
             return StepOutcome.FAILED
         self.routes.publish(ctx.workload, ctx.rates, ctx.carbon_intensity)
         return StepOutcome.ROLLED_BACK
 
 
-def _short(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """One line: run.log events never carry tracebacks."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

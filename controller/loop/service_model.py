@@ -16,6 +16,8 @@ from controller.planning.plan import Plan, SliceAssignment
 from controller.planning.planner import solve
 from controller.serving.replica import ReplicaSpec
 from controller.serving.router import queue_bound
+from mig.placement import compute_slices_of
+from mig.types import Layout, Placement
 from models.performance import PerformanceModel
 
 
@@ -27,13 +29,14 @@ class ServiceModel:
 
     def problem(self, gpus: tuple[tuple[str, str], ...], rate_rps: float, carbon_intensity: float,
                 current: Plan | None = None, forecast: tuple[float, ...] = (),
-                sla_ms: float | None = None) -> PlanningProblem:
-        """`sla_ms`: plan for this p95 instead of the operator's SLA (the calibrated one)."""
+                sla_ms: float | None = None, held: tuple[tuple[str, Layout], ...] = ()) -> PlanningProblem:
+        """`sla_ms`: plan for this p95 instead of the operator's SLA (the calibrated one); `held`:
+        GPUs that keep their layout (PlanningProblem.held)."""
         s = self.settings
         return PlanningProblem(self.service, tuple(sorted(gpus)), self.perf, max(rate_rps, s.min_rate_rps),
                                s.sla if sla_ms is None else sla_ms,
                                lam=s.lam, carbon_intensity=carbon_intensity, pue=s.pue, current=current,
-                               variants=s.variants, forecast=forecast)
+                               variants=s.variants, forecast=forecast, held=held)
 
     def warm(self, gpu_types: set[str]) -> None:
         """Compute every column once (the queueing model's per-column bisection takes seconds in
@@ -46,6 +49,14 @@ class ServiceModel:
         """Largest rate the replica carries with predicted p95 ≤ SLA × sla_factor."""
         problem = self.problem(((f"any/{gpu_type}", gpu_type),), 1.0, 0.0)
         return column_of(problem.with_(sla_ms=self.settings.sla * sla_factor), gpu_type, a).rmax_rps
+
+    def offers(self, gpu_type: str, placement: Placement, sla_factor: float) -> list[tuple[SliceAssignment, float]]:
+        """Every replica of this service that fits a slice at `placement` (each allowed variant and
+        batch size), with the rate it carries within SLA × sla_factor: what a bridge may start there."""
+        problem = self.problem(((f"any/{gpu_type}", gpu_type),), 1.0, 0.0)
+        size = compute_slices_of(placement.profile)
+        return [(SliceAssignment(placement, c.variant, c.batch, 0.0, self.service.name), c.rmax_rps)
+                for c in columns(problem.with_(sla_ms=self.settings.sla * sla_factor), gpu_type) if c.slices == size]
 
     def shares(self, replicas: list[tuple[str, SliceAssignment]], rate_rps: float, carbon_intensity: float) -> list[float]:
         """Traffic shares over these replicas: the planner's optimal routing at this rate, or (too
@@ -108,10 +119,24 @@ class Workload:
     def short_of(self, specs: Iterable[ReplicaSpec], rates: Mapping[str, float], services: Iterable[str]) -> list[str]:
         """The services among `services` whose replicas in `specs` cannot carry their rate × headroom
         within the transition SLA: taking other replicas of theirs offline must wait."""
+        return list(self.missing(specs, rates, services))
+
+    def missing(self, specs: Iterable[ReplicaSpec], rates: Mapping[str, float],
+                services: Iterable[str]) -> dict[str, float]:
+        """What each short service (see `short_of`) lacks, in req/s within the transition SLA."""
         specs = list(specs)
         s = self.settings
-        return [name for name in dict.fromkeys(services)
-                if self.capacity(specs, name, s.transition_sla_factor) < rates.get(name, 0.0) * s.headroom]
+        gaps = {name: rates.get(name, 0.0) * s.headroom - self.capacity(specs, name, s.transition_sla_factor)
+                for name in dict.fromkeys(services)}
+        return {name: gap for name, gap in gaps.items() if gap > 0}
+
+    def transition_capacity(self, gpu_type: str, a: SliceAssignment) -> float:
+        """What a replica of `a.service` carries within the transition SLA (the capacity rule's measure)."""
+        return self.model(a.service).rmax(gpu_type, a, self.settings.transition_sla_factor)
+
+    def offers(self, gpu_type: str, placement: Placement, service: str) -> list[tuple[SliceAssignment, float]]:
+        """The replicas of `service` a bridge may start at `placement`, by transition capacity."""
+        return self.model(service).offers(gpu_type, placement, self.settings.transition_sla_factor)
 
     def shares(self, gpus: tuple[tuple[str, str], ...], rates: Mapping[str, float]) -> dict[str, float]:
         """Each service's part of the cluster: its Base's share of the Bases' needs at these rates."""
@@ -119,12 +144,13 @@ class Workload:
         return dict(zip(self.names, idle_shares(problems) if len(problems) > 1 else (1.0,)))
 
     def plan(self, gpus: tuple[tuple[str, str], ...], rates: Mapping[str, float], carbon_intensity: float,
-             current: Plan | None, forecast: tuple[float, ...], slas: Mapping[str, float]) -> Plan:
+             current: Plan | None, forecast: tuple[float, ...], slas: Mapping[str, float],
+             held: tuple[tuple[str, Layout], ...] = ()) -> Plan:
         """The plan for these rates (each × headroom) and planning SLAs: the single-service planner
         for one service without an accuracy floor, else the joint MILP over all services."""
         headroom = self.settings.headroom
         problems = tuple(m.problem(gpus, rates[m.service.name] * headroom, carbon_intensity, current, forecast,
-                                   sla_ms=slas[m.service.name]) for m in self.models)
+                                   sla_ms=slas[m.service.name], held=held) for m in self.models)
         floors = tuple(m.settings.min_accuracy for m in self.models)
         if len(problems) == 1 and floors[0] is None:
             return solve(problems[0])

@@ -52,6 +52,12 @@ class LoopSettings:
     # this × SLA; never more. 1.0 is strict, but then a fully used 2-GPU plan can never change.
     transition_sla_factor: float = 2.0
     drain_timeout_s: float = 15.0
+    # How long a GPU step may wait for capacity while nothing else moves and no bridge can be
+    # built (controller/loop/bridge.py) before its GPU keeps its layout (an `error` event says so).
+    stuck_after_s: float = 60.0
+    # Timer intervals a GPU so held keeps its layout in the plans before a change is tried again
+    # (at once when the fleet changes: a new GPU may have room for a bridge).
+    hold_intervals: int = 12
     replica_timeout_s: float = 120.0
     threads: int = 1
     weights_dir: str | None = None

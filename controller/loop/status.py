@@ -25,6 +25,7 @@ def status_doc(loop: ControlLoop) -> JsonDoc:
                           "failed": t.failed, "accuracy": t.accuracy},
             "reconfigurations": loop.stats.reconfigurations, "mig_layout_changes": loop.rollout.layout_changes,
             "variant_swaps": loop.rollout.variant_swaps, "mig_ops": loop.rollout.mig_ops,
+            "held_gpus": loop.held_gpus,
         **({"services": _services(loop)} if len(loop.workload.names) > 1 else {})}
 
 

@@ -125,7 +125,7 @@ def solve_joint_exact(jp: JointProblem) -> Plan:
     first = jp.problems[0]
     tags = jp.names if len(jp.problems) > 1 else ("",)
     plan = decode(first.gpus, jp.current, y, sols, tuple(p.rate_rps for p in jp.problems), "+".join(jp.names),
-                  first.carbon_intensity, tags)
+                  first.carbon_intensity, tags, dict(first.held))
     return replace(plan, predicted=predict_joint(plan, jp))
 
 

@@ -77,6 +77,9 @@ class PlanningProblem:
     # that the services' shares add up to the cluster's, and each service's Base is charged the
     # same share, so its ΔC stays normalised against its own part of the cluster.
     idle_share: float = 1.0
+    # GPUs whose MIG layout must stay as it is, (gpu_id, layout): the control loop holds a GPU whose
+    # change cannot be made without dropping capacity (controller/loop/bridge.py). Variants may change.
+    held: tuple[tuple[str, Layout], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.gpus:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
@@ -38,6 +38,7 @@ from controller.planning.model import (
 from controller.planning.plan import GpuPlan, Plan, SliceAssignment, diff_plans, plan_changed
 from controller.planning.switching import best_schedule_by_step, switch_cost
 from mig.placement import compute_slices_of, layout_slices
+from mig.types import Layout
 
 S = TypeVar("S")  # one step of a planning horizon: a PlanningProblem, or a JointProblem
 
@@ -60,7 +61,7 @@ def solve_exact(problem: PlanningProblem) -> Plan:
     """The MILP optimum for the problem's current carbon intensity (no switching cost)."""
     y, sol = solve_milp((problem,))
     plan = decode(problem.gpus, problem.current, y, sol, (problem.rate_rps,), problem.service.name,
-                  problem.carbon_intensity)
+                  problem.carbon_intensity, held=dict(problem.held))
     return replace(plan, predicted=predict(plan, problem))
 
 
@@ -89,9 +90,12 @@ def solve_milp(problems: tuple[PlanningProblem, ...], weights: tuple[float, ...]
     y: dict[tuple[str, tuple[int, ...]], object] = {}
     cols: list[list[tuple[Column, object, object]]] = [[] for _ in problems]
     for t, n in sorted(counts.items()):
-        ms = multisets(t)
+        kept = held_multisets(first, t)
+        maximal = multisets(t)
+        ms = list(dict.fromkeys([*maximal, *kept]))  # a held layout need not be maximal
         for m in ms:
-            y[t, m] = h.addVariable(lb=0, ub=n, type=highspy.HighsVarType.kInteger)
+            y[t, m] = h.addVariable(lb=kept.get(m, 0), ub=n if m in maximal else kept[m],
+                                    type=highspy.HighsVarType.kInteger)
         h.addConstr(sum(y[t, m] for m in ms) == n)
         by_size: dict[int, list] = defaultdict(list)
         for k, problem in enumerate(problems):
@@ -129,6 +133,16 @@ def solve_milp(problems: tuple[PlanningProblem, ...], weights: tuple[float, ...]
     return sol_y, sols
 
 
+def held_multisets(problem: PlanningProblem, gpu_type: str) -> dict[tuple[int, ...], int]:
+    """How many GPUs of this type must keep each slice multiset (their held layouts)."""
+    types = dict(problem.gpus)
+    out: dict[tuple[int, ...], int] = defaultdict(int)
+    for gid, layout in problem.held:
+        if types.get(gid) == gpu_type:
+            out[layout_slices(layout)] += 1
+    return dict(out)
+
+
 def _infeasible_msg(*problems: PlanningProblem) -> str:
     wanted = " and ".join(f"{p.rate_rps:g} req/s of {p.service.name!r} with p95 ≤ {p.sla_ms:g} ms" for p in problems)
     return (f"no configuration of {len(problems[0].gpus)} GPU(s) serves {wanted}: lower --rate, raise --sla-ms "
@@ -137,15 +151,17 @@ def _infeasible_msg(*problems: PlanningProblem) -> str:
 
 def decode(gpus: tuple[tuple[str, str], ...], current: Plan | None, y: dict, sols: list[Solution],
            rates: tuple[float, ...], name: str, carbon_intensity: float,
-           services: tuple[str, ...] = ("",)) -> Plan:
+           services: tuple[str, ...] = ("",), held: Mapping[str, Layout] | None = None) -> Plan:
     """Turn counts into per-GPU slices, keeping the current plan's layouts and replicas where
     the counts allow (fewer MIG operations and model loads for the control loop). A GPU left
     without replicas keeps its current layout (or is one whole-GPU instance): re-partitioning an
     idle GPU would cost MIG operations and gain nothing, since its idle power does not depend on it.
+    A `held` GPU gets its held layout (the counts include it, see `solve_milp`).
 
     `sols[k]` are the columns of service `services[k]` (rate `rates[k]`; "" tags no service: a
     single-service plan); shares are fractions of each service's own rate."""
     current_by_id = {g.gpu_id: g for g in current.gpus} if current else {}
+    held = held or {}
     out: list[GpuPlan] = []
     for t in sorted({t for _, t in gpus}):
         ms = multisets(t)
@@ -157,9 +173,9 @@ def decode(gpus: tuple[tuple[str, str], ...], current: Plan | None, y: dict, sol
                     reps[c.slices] += [(svc, c.variant, c.batch, r / n / rate)] * n
         ids = [gid for gid, tt in gpus if tt == t]
         chosen: dict[str, tuple[int, ...]] = {}
-        for gid in ids:  # keep the current multiset where possible
+        for gid in sorted(ids, key=lambda gid: gid not in held):  # held GPUs first, then keep the current multiset
             g = current_by_id.get(gid)
-            m = layout_slices(g.layout) if g else None
+            m = layout_slices(held[gid]) if gid in held else layout_slices(g.layout) if g else None
             if m is not None and pool.get(m, 0) > 0:
                 chosen[gid] = m
                 pool[m] -= 1
@@ -170,7 +186,10 @@ def decode(gpus: tuple[tuple[str, str], ...], current: Plan | None, y: dict, sol
         for gid in ids:
             g = current_by_id.get(gid)
             m = chosen[gid]
-            layout = [s.placement for s in g.slices] if g and layout_slices(g.layout) == m else list(ms[m])
+            if gid in held:
+                layout = list(held[gid])
+            else:
+                layout = [s.placement for s in g.slices] if g and layout_slices(g.layout) == m else list(ms[m])
             old = {s.placement: (s.variant, s.batch) for s in g.slices} if g else {}
             slices: list[SliceAssignment | None] = [None] * len(layout)
             for i, p in enumerate(layout):  # same replica on the same slice first (variants name their service)
@@ -188,7 +207,7 @@ def decode(gpus: tuple[tuple[str, str], ...], current: Plan | None, y: dict, sol
                         slices[i] = SliceAssignment(p, v, b, sh, svc)
                     else:
                         slices[i] = SliceAssignment(p, None, 1, 0.0)
-            if all(x.variant is None for x in slices):  # idle: any layout serves; change none
+            if all(x.variant is None for x in slices) and gid not in held:  # idle: any layout serves; change none
                 slices = [SliceAssignment(x.placement, None, 1, 0.0) for x in g.slices] if g else \
                     [SliceAssignment(p, None, 1, 0.0) for p in ms[(max(s for m in ms for s in m),)]]
             out.append(GpuPlan(gid, t, tuple(slices)))
