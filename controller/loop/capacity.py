@@ -52,8 +52,10 @@ class CapacityLog:
             before = self._seen.get(node)
             self._seen[node] = key
             if before is None or before[0] != key[0]:
+                held = (f"Clover holds {r.held} of {r.wanted}" if r.advertised else
+                        "the node advertises no pool, so nothing is held (not started by `gpu-node setup`)")
                 self.events.event("capacity", f"{node}: {r.free_units} {r.resource} units free for other Ray work "
-                                              f"({describe_free(r)}); Clover holds {r.held} of {r.wanted}",
+                                              f"({describe_free(r)}); {held}",
                                   node=node, free=[asdict(s) for s in r.free], wanted=r.wanted, held=r.held,
                                   pending=r.pending)
             if r.pending:
