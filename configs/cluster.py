@@ -1,7 +1,7 @@
 """The cluster contract every Clover process shares: the Ray namespace, node names and where a
-node keeps its state, the names node agents register under, the custom resource a GPU node
-advertises, the environment Ray processes need, and the reachability check before joining a
-cluster.
+node keeps its state, the names node agents register under, the custom resources a GPU node
+advertises (its pinning resource and its pool of compute-slice units), the environment Ray
+processes need, and the reachability check before joining a cluster.
 
 Ground floor: `controller`, `gpu_node` and the tests import it; it imports nothing of theirs.
 """
@@ -37,6 +37,18 @@ def node_state_dir(node: str | None = None) -> Path:
 def node_resource(node: str) -> str:
     """The custom Ray resource a GPU node advertises; replicas request a sliver of it to land there."""
     return f"clover_node_{node}"
+
+
+# Compute slices (7 per H100) of a node's GPUs, advertised once at `ray start`: the node agent holds
+# the units Clover uses and leaves the rest to any Ray task that asks for them
+# (gpu_node/free_capacity.py, docs/control-plane.md "Free capacity").
+SLICE_RESOURCE = "clover_mig_slice"
+NODE_RESOURCE_UNITS = 1000  # each replica takes 0.01 of `node_resource`: room for far more replicas than slices
+
+
+def node_resources(node: str, slice_units: int) -> dict[str, float]:
+    """Everything a GPU node advertises: its pinning resource and its pool of compute-slice units."""
+    return {node_resource(node): NODE_RESOURCE_UNITS, **({SLICE_RESOURCE: slice_units} if slice_units else {})}
 
 
 def ray_env() -> None:

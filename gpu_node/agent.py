@@ -11,6 +11,12 @@ driver, the lease file), so a restarted agent answers correctly at once; `info()
 tells the controller it restarted. Every replica of the node is pinned there too through the
 custom resource `clover_node_<node>` the node advertises.
 
+The agent also gives back what no service needs (gpu_node/free_capacity.py): the controller
+claims the slices its plan and its running replicas use (`claim`, every reconcile tick, kept in
+`claims.json` so a restarted agent holds the same), and the agent holds that part of the node's
+`clover_mig_slice` pool with placement groups, re-sized whenever the claim, the layout or the
+leases change; the rest, and the slices it stands for (`free_slices`), are other Ray work's.
+
 Every method returns the typed records of gpu_node/records.py, never dicts.
 """
 from __future__ import annotations
@@ -18,17 +24,42 @@ from __future__ import annotations
 import platform
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from configs.cluster import NAMESPACE, agent_name, node_resource
+from configs.cluster import AGENT_PREFIX, NAMESPACE, SLICE_RESOURCE, agent_name, node_resource
 from gpu_node.devices import AgentConfig, NodeDevices, build_devices
+from gpu_node.free_capacity import (
+    CLAIMS_FILE,
+    CLAIMS_VERSION,
+    decode_claims,
+    encode_claims,
+    free_slice,
+    gpu_units,
+    is_free,
+    ray_holder,
+    replace_claims,
+)
 from gpu_node.meters.base import Measurement, Meter
-from gpu_node.records import GpuRecord, HostReading, IntervalEnergy, LeaseRecord, MigOpRecord, NodeInfo, SliceRecord
+from gpu_node.records import (
+    FreeSlice,
+    GpuRecord,
+    HostReading,
+    IntervalEnergy,
+    LeaseRecord,
+    MigOpRecord,
+    NodeInfo,
+    Reservation,
+    SliceRecord,
+)
 from mig.errors import MigError
 from mig.repartition import apply_plan, plan_repartition
-from mig.types import Placement, canonical
+from mig.state_file import StateFile
+from mig.types import GpuInfo, Layout, Placement, canonical
 
-__all__ = ["AgentConfig", "NodeAgent", "start_agent"]
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
+
+__all__ = ["AgentConfig", "NodeAgent", "find_agents", "start_agent"]
 
 WINDOW = "interval"  # the meter window between two interval_energy() calls
 
@@ -51,7 +82,14 @@ class NodeAgent:
         self.started_at = time.time()
         self._ray_node_id, session = _ray_context()
         self._lock = threading.Lock()  # one re-partition at a time
+        self._hold_lock = threading.Lock()  # one re-size of the held units at a time
         self.devices = devices or build_devices(cfg, session=session)
+        leases = self.devices.leases.path  # the claim is kept beside the leases (in memory where they are)
+        self._claims = StateFile(leases.with_name(CLAIMS_FILE) if leases else None, version=CLAIMS_VERSION,
+                                 what="slice claim", decode=decode_claims, encode=encode_claims)
+        self._holder = ray_holder(cfg.node, self._ray_node_id)  # None outside Ray or without a pool
+        if self._holder is not None:
+            self.reservation()  # a restarted agent re-sizes what it adopted to the claim it kept
         self.machine = platform.node()  # names the host's energy, counted once per machine
         self.devices.meter.begin_window(WINDOW)
         if self.devices.host_meter is not None:
@@ -103,31 +141,74 @@ class NodeAgent:
                 apply_plan(backend, gpu, plan_repartition(current, canonical(layout)), on_op=on_op)
             except MigError:
                 pass  # recorded by on_op; the caller rolls back from the returned records
+        self.reservation()
         return ops
 
     # -- leases ---------------------------------------------------------------------------------
     def acquire_lease(self, gpu: int, gi_id: int, owner: str) -> None:
         """Take or renew `owner`'s lease on a slice (replicas call it every RENEW_EVERY_S)."""
         leases = self.devices.leases
+        held = {(x.gpu, x.gi_id) for x in leases.leases() if not x.stale}
         if not any((x.gpu, x.gi_id, x.owner) == (gpu, gi_id, owner) for x in leases.leases()):
             have = [i.gi_id for i in self.devices.backend.list_instances(gpu)]  # new lease: the slice must exist
             if gi_id not in have:
                 raise MigError(f"GPU {gpu} of node {self.cfg.node} has no slice GI {gi_id} for {owner} to lease "
                                f"(it has {have})")
         leases.acquire(gpu, gi_id, owner)
+        if (gpu, gi_id) not in held:  # a slice newly in use is no longer free
+            self.reservation()
 
     def release_lease(self, gpu: int, gi_id: int, owner: str) -> None:
         self.devices.leases.release(gpu, gi_id, owner)
+        self.reservation()
 
     def leases(self) -> list[LeaseRecord]:
         return self.devices.leases.leases()
 
     def release_leases(self, owners: list[str]) -> list[LeaseRecord]:
         """Drop the leases of replicas that no longer exist; returns what was dropped."""
-        return self.devices.leases.release_owners(owners)
+        return self._released(self.devices.leases.release_owners(owners))
 
     def release_stale(self) -> list[LeaseRecord]:
-        return self.devices.leases.release_stale()
+        return self._released(self.devices.leases.release_stale())
+
+    def _released(self, gone: list[LeaseRecord]) -> list[LeaseRecord]:
+        if gone:
+            self.reservation()
+        return gone
+
+    # -- capacity no service needs (gpu_node/free_capacity.py) ----------------------------------------
+    def claim(self, claims: dict[int, Layout]) -> Reservation:
+        """The controller's claim: per GPU index, the slices its plan and its running replicas use
+        (the whole claim, replacing the previous one). Returns the re-sized reservation."""
+        with self._claims.transaction() as state:
+            replace_claims(state, claims)
+        return self.reservation()
+
+    def free_slices(self) -> list[FreeSlice]:
+        """Slices that no claimed slice overlaps and no live lease holds: other Ray work may use them."""
+        return self._free(self.devices.backend.list_gpus())
+
+    def _free(self, gpus: list[GpuInfo]) -> list[FreeSlice]:
+        backend = self.devices.backend
+        with self._claims.transaction() as state:
+            claims = dict(state)
+        leased = {(x.gpu, x.gi_id) for x in self.devices.leases.leases() if not x.stale}
+        return [free_slice(g, i, backend.slice_env(g, i)) for g in gpus if g.enabled
+                for i in backend.list_instances(g.index)
+                if is_free(g, i, claims.get(g.index, ()), {gi for gpu, gi in leased if gpu == g.index})]
+
+    def reservation(self) -> Reservation:
+        """Hold every unit of the pool not in a free slice (asynchronously: units other work holds
+        now are *pending*, placed by Ray once freed), and say where things stand."""
+        gpus = self.devices.backend.list_gpus()
+        free = tuple(self._free(gpus))
+        wanted = max(0, sum(gpu_units(g) for g in gpus) - sum(s.compute_slices for s in free))
+        if self._holder is None:
+            return Reservation(SLICE_RESOURCE, 0, wanted, 0, 0, free)
+        with self._hold_lock:
+            held, pending = self._holder.hold(wanted)
+        return Reservation(SLICE_RESOURCE, self._holder.advertised, wanted, held, pending, free)
 
     # -- execution and energy ------------------------------------------------------------------
     def record_batch(self, gpu: int, compute_slices: int, variant_key: str, batch: int, slice_id: str) -> float:
@@ -159,6 +240,20 @@ def _restart_window(meter: Meter) -> Measurement:
     m = meter.end_window(WINDOW)
     meter.begin_window(WINDOW)
     return m
+
+
+def find_agents() -> dict[str, ActorHandle]:
+    """Every node agent registered in the cluster now, by node name."""
+    import ray
+
+    out = {}
+    for a in ray.util.list_named_actors(all_namespaces=True):
+        if a["namespace"] == NAMESPACE and a["name"].startswith(AGENT_PREFIX):
+            try:
+                out[a["name"].removeprefix(AGENT_PREFIX)] = ray.get_actor(a["name"], namespace=NAMESPACE)
+            except ValueError:
+                continue  # gone between the listing and the lookup
+    return out
 
 
 def start_agent(cfg: AgentConfig, *, ray_node_id: str | None = None, detached: bool = True) -> Any:

@@ -2,8 +2,9 @@
 
 They are the whole contract between a GPU node and the controller: what the node has (`NodeInfo`
 → `GpuRecord` → `SliceRecord`), what a re-partition did (`MigOpRecord`), who holds a slice
-(`LeaseRecord`) and what the GPUs and their host consumed (`IntervalEnergy`, `HostReading`). Frozen, so a record read once is
-a snapshot, never a live view.
+(`LeaseRecord`), what the GPUs and their host consumed (`IntervalEnergy`, `HostReading`) and the
+capacity no service needs (`FreeSlice`, `Reservation`). Frozen, so a record read once is a
+snapshot, never a live view.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from dataclasses import dataclass, field
 
 from mig.leases import LeaseRecord  # defined beside the lease book that makes them
 
-__all__ = ["GpuRecord", "HostReading", "IntervalEnergy", "LeaseRecord", "MigOpRecord", "NodeInfo", "SliceRecord"]
+__all__ = ["FreeSlice", "GpuRecord", "HostReading", "IntervalEnergy", "LeaseRecord", "MigOpRecord", "NodeInfo",
+           "Reservation", "SliceRecord"]
 
 
 @dataclass(frozen=True)
@@ -95,3 +97,36 @@ class IntervalEnergy:
     # None: the node reads no host energy apart, because its device *is* the host CPU (its RAPL
     # energy is already `energy_j`; gpu_node/host_cpu.py), or the agent predates host readings.
     host: HostReading | None = None
+
+
+@dataclass(frozen=True)
+class FreeSlice:
+    """A slice no planned replica uses and no live lease holds: other Ray work may run on it."""
+
+    gpu: int  # index on its node
+    gi_id: int
+    profile: str
+    start: int
+    compute_slices: int  # units of the node's `clover_mig_slice` pool it stands for
+    uuid: str  # MIG device UUID (real GPUs), or the simulated one
+    env: dict[str, str] = field(default_factory=dict)  # what a process on this slice must see
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """How much of the node's `clover_mig_slice` pool Clover holds back, and what it leaves free.
+
+    `held` units are placed (other work cannot take them); `pending` ones wait because other Ray
+    work holds them now: Ray places them as soon as that work ends. `advertised` is 0 where the
+    node was started without a pool (nothing is held then; `free` is still reported)."""
+
+    resource: str
+    advertised: int  # units the node advertised at `ray start`
+    wanted: int  # units Clover needs now: every unit not in a free slice
+    held: int
+    pending: int
+    free: tuple[FreeSlice, ...] = ()
+
+    @property
+    def free_units(self) -> int:
+        return sum(s.compute_slices for s in self.free)

@@ -7,7 +7,9 @@
 Joining runs `ray start` (a node joins a cluster through its own raylet; the head's address is
 checked first, so an unreachable one fails in seconds with a clear message instead of hanging).
 The node advertises the custom resource `clover_node_<name>`, which pins the node agent and the
-node's replicas to it. MIG mode is only checked here; `gpu-node mig enable` changes it. With
+node's replicas to it, and a pool `clover_mig_slice` of its GPUs' compute slices (7 per H100):
+Ray fixes a node's resources when it starts, so the pool is declared whole here and the agent
+holds the part Clover uses (gpu_node/free_capacity.py); the rest is free for other Ray work. MIG mode is only checked here; `gpu-node mig enable` changes it. With
 `--partition mps` the MPS control daemon must already run: if it does not, setup stops and
 prints the command that starts it (`nvidia-cuda-mps-control -d`; no GPU reset).
 """
@@ -42,12 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the node keeps its partition state and slice leases (default ~/.clover/<node>)")
 
 
-def ray_start_command(address: str | None, port: int, resource: str, node_ip: str | None = None) -> list[str]:
-    """The `ray start` argv that joins (or starts) the cluster with this node's resource (no shell).
+def ray_start_command(address: str | None, port: int, resources: dict[str, float],
+                      node_ip: str | None = None) -> list[str]:
+    """The `ray start` argv that joins (or starts) the cluster with this node's resources (no shell).
     The dashboard stays off (one listener fewer; docs/control-plane.md lists Ray's listeners)."""
     import json
 
-    res = json.dumps({resource: 1000})
+    res = json.dumps(resources)
     ray_cli = ray_executable()
     ip = [f"--node-ip-address={node_ip}"] if node_ip else []
     if address:
@@ -119,6 +122,15 @@ def print_summary(info: NodeInfo, address: str, warnings: list[str]) -> None:
     c.print(f"agent: clover-agent-{info.node} (namespace clover), resource {info.resource}")
 
 
+def slice_units(cfg: AgentConfig) -> int:
+    """The node's pool of compute-slice units: every GPU its partition backend lists."""
+    from gpu_node.devices import partition_backend
+    from gpu_node.free_capacity import node_units
+    from mig.leases import LeaseBook
+
+    return node_units(partition_backend(cfg, LeaseBook()).list_gpus())
+
+
 def check_node(cfg: AgentConfig) -> NodeReport:
     """The checks for this node: its simulated backend, or NVML (and the MPS daemon for MPS)."""
     from gpu_node.devices import mps_daemon, partition_backend
@@ -132,7 +144,7 @@ def check_node(cfg: AgentConfig) -> NodeReport:
 
 
 def run(args: argparse.Namespace) -> int:
-    from configs.cluster import check_address, node_name, node_resource, ray_env
+    from configs.cluster import check_address, node_name, node_resources, ray_env
 
     if not args.system:
         print("gpu-node setup: add --system to set this machine up as a Clover GPU node "
@@ -157,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"gpu-node setup: {exc}", file=sys.stderr)
         return 2
-    cmd = ray_start_command(args.address, args.port, node_resource(name), args.node_ip_address)
+    cmd = ray_start_command(args.address, args.port, node_resources(name, slice_units(cfg)), args.node_ip_address)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     if done.returncode != 0:
         print(f"gpu-node setup: `{' '.join(cmd)}` failed (exit {done.returncode}):\n"

@@ -7,6 +7,7 @@ every call in one shared `journal`, so a test can assert on the order of operati
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from controller.planning.plan import GpuPlan, Plan, SliceAssignment
 from controller.serving.counters import ServingCounters
 from controller.serving.replica import ReplicaSpec
 from controller.serving.router import RoutingTable
-from gpu_node.records import LeaseRecord, MigOpRecord, SliceRecord
+from gpu_node.records import LeaseRecord, MigOpRecord, Reservation, SliceRecord
 from mig.errors import MigError, PlacementError
 from mig.repartition import apply_plan, plan_repartition
 from mig.simulated import SimulatedMigBackend
@@ -64,6 +65,8 @@ class FakeFleet:
         self.fail_create: set[str] = set()  # profiles whose next create fails (placement conflict)
         self.leases_by_node: dict[str, list[LeaseRecord]] = {n: [] for n in nodes}
         self.energy = FleetEnergy()
+        self.claims: dict[str, dict[int, Layout]] = {}  # the last claim each node received
+        self.reservations: dict[str, Reservation] = {}  # what the nodes answer to a claim
 
     def observe(self) -> FleetView:
         gpus = {}
@@ -109,6 +112,11 @@ class FakeFleet:
         self.leases_by_node[node] = [x for x in self.leases_by_node[node] if x.owner not in owners]
         self.journal.add("release_leases", (node, sorted(owners)))
         return gone
+
+    def claim(self, claims: Mapping[str, Mapping[int, Layout]]) -> dict[str, Reservation]:
+        self.claims.update({n: dict(c) for n, c in claims.items() if n not in self.down})
+        self.journal.add("claim", {n: dict(c) for n, c in claims.items()})
+        return {n: r for n, r in self.reservations.items() if n in claims and n not in self.down}
 
 
 class _Flaky:

@@ -195,3 +195,23 @@ def test_capacity_rule_keeps_headroom_per_service():
     assert workload.short_of([yolo], {"yolo": cap / h * 1.01}, ["yolo"]) == ["yolo"]
     # albert has no replica left among these: taking one of its replicas away must wait
     assert workload.short_of([yolo], {"yolo": 1.0, "albert": 5.0}, ["yolo", "albert"]) == ["albert"]
+
+
+def test_claims_go_out_before_the_gpus_change_and_waiting_for_capacity_is_said_once(stack):
+    from gpu_node.records import FreeSlice, Reservation
+
+    stack.reconcile(plan(gpu("n0/gpu0", (P7, "yolo11x", 8)), gpu("n1/gpu0", (P4, "yolo11l", 8), (P3, None, 1))))
+    assert stack.fleet.claims == {"n0": {0: (P7,)}, "n1": {0: (P4,)}}  # the idle 3g slice is not Clover's
+    stack.journal.entries.clear()
+    stack.reconcile(plan(gpu("n0/gpu0", (P7, "yolo11x", 8)), gpu("n1/gpu0", (P4, "yolo11l", 8), (P3, "yolo11m", 8))))
+    j = stack.journal
+    assert j.index("claim", lambda d: d["n1"] == {0: (P4, P3)}) < j.index("deploy", lambda d: any("yolo11m" in n for n in d))
+    free = FreeSlice(0, 1, "3g.40gb", 4, 3, "MIG-x")
+    stack.fleet.reservations = {"n1": Reservation("clover_mig_slice", 7, 7, 4, 3, ())}  # other work holds 3 units
+    stack.reconcile(plan(gpu("n0/gpu0", (P7, "yolo11x", 8)), gpu("n1/gpu0", (P4, "yolo11l", 8), (P3, "yolo11m", 8))))
+    stack.reconcile(plan(gpu("n0/gpu0", (P7, "yolo11x", 8)), gpu("n1/gpu0", (P4, "yolo11l", 8), (P3, "yolo11m", 8))))
+    waits = [m for _, m, f in stack.events.of("warning") if f.get("where") == "capacity n1"]
+    assert len(waits) == 1 and "3 clover_mig_slice units Clover needs back are held by other Ray work" in waits[0]
+    stack.fleet.reservations = {"n1": Reservation("clover_mig_slice", 7, 4, 4, 0, (free,))}
+    stack.reconcile(plan(gpu("n0/gpu0", (P7, "yolo11x", 8)), gpu("n1/gpu0", (P4, "yolo11l", 8), (P3, None, 1))))
+    assert "3 clover_mig_slice units free for other Ray work (gpu0 3g.40gb@4)" in stack.events.of("capacity")[-1][1]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from configs.cluster import node_resources
 from controller.cli import main as controller_main
 from gpu_node.cli import main as gpu_node_main
 from gpu_node.node_check import (
@@ -55,12 +56,12 @@ def test_setup_needs_the_system_flag(capsys):
     assert "--system" in capsys.readouterr().err
 
 
-def test_join_command_carries_the_node_resource_without_a_shell():
-    cmd = ray_start_command("10.0.0.5:6379", 6379, "clover_node_gpu7")
+def test_join_command_carries_the_node_resources_without_a_shell():
+    cmd = ray_start_command("10.0.0.5:6379", 6379, node_resources("gpu7", 14))
     assert Path(cmd[0]).name == "ray" and cmd[1] == "start" and "--address=10.0.0.5:6379" in cmd
-    assert any("clover_node_gpu7" in c for c in cmd)
-    assert "--head" in ray_start_command(None, 6380, "clover_node_x")
-    assert "--node-ip-address=127.0.0.1" in ray_start_command(None, 6380, "clover_node_x", "127.0.0.1")
+    assert '--resources={"clover_node_gpu7": 1000, "clover_mig_slice": 14}' in cmd
+    assert "--head" in ray_start_command(None, 6380, node_resources("x", 0))
+    assert "--node-ip-address=127.0.0.1" in ray_start_command(None, 6380, node_resources("x", 7), "127.0.0.1")
 
 
 def test_node_check_explains_mig_off_and_pending():

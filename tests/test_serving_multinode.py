@@ -1,9 +1,9 @@
 """Multi-node: a controller (head) node and two simulated GPU nodes, each with its own agent.
 
 `ray.cluster_utils.Cluster` starts three raylets on this machine; each GPU node advertises its
-`clover_node_<name>` resource, its agent is pinned to it with node affinity (what
-`gpu-node setup --system` does on a real node), and the controller must place every replica on
-the node that owns its MIG slice.
+`clover_node_<name>` resource and its pool of `clover_mig_slice` units, its agent is pinned to it
+with node affinity (what `gpu-node setup --system` does on a real node), and the controller must
+place every replica on the node that owns its MIG slice, while the agents hold the units Clover uses.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def cluster(tmp_path_factory):
     from ray import serve
     from ray.cluster_utils import Cluster
 
-    from configs.cluster import agent_name, node_resource, ray_env
+    from configs.cluster import agent_name, node_resources, ray_env
     from controller.demo import free_port
     from controller.serving.runtime import start_serving
     from gpu_node.agent import AgentConfig
@@ -31,7 +31,7 @@ def cluster(tmp_path_factory):
     ray_env()
     tmp = tmp_path_factory.mktemp("multinode")
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    nodes = {name: c.add_node(num_cpus=1, resources={node_resource(name): 1000}) for name in ("gpuA", "gpuB")}
+    nodes = {name: c.add_node(num_cpus=1, resources=node_resources(name, 7)) for name in ("gpuA", "gpuB")}
     c.wait_for_nodes()
     ray.init(address=c.address, namespace="clover", log_to_driver=False)
     infos = {name: bring_up_agent(AgentConfig(name, gpus=1, state_dir=str(tmp / name)), ray_node_id=n.node_id)
@@ -62,6 +62,7 @@ def test_controller_places_each_replica_on_its_slice_node_and_serves(cluster):
     from controller.loop.replicas import ServeReplicas
     from controller.loop.settings import LoopSettings
     from controller.loop.state import StateStore
+    from controller.loop.status import status_doc
     from loadgen.payloads import load_payloads
 
     assert set(find_agents()) == {"gpuA", "gpuB"}
@@ -85,6 +86,9 @@ def test_controller_places_each_replica_on_its_slice_node_and_serves(cluster):
     assert variants <= {s.variant for s in replicas.values()} and variants
     bad = httpx.post(cluster["url"] + "/v1/infer", content=b'{"question": 3}', timeout=30)
     assert bad.status_code == 400 and "question" in bad.json()["error"]
+    capacity = status_doc(loop)["free_capacity"]  # the pool advertised: replicas were placed all the same
+    assert set(capacity) == {"gpuA", "gpuB"} and all(c["advertised"] == 7 for c in capacity.values())
+    assert all(c["wanted"] + c["free_units"] == 7 for c in capacity.values())
     time.sleep(1.0)  # the ingress replicas report their counters every 0.25 s
     loop.finish()
     assert loop.accounting.intervals[-1]["requests"] == len(payloads) * 3

@@ -44,6 +44,7 @@ from controller.loop.view import actual_gpu_plan
 from controller.planning.plan import GpuPlan, Plan, describe, plan_changed
 from controller.planning.planner import InfeasibleError
 from controller.serving.control_bus import BusClient, Command, ConfigCommand, PlanCommand
+from gpu_node.records import Reservation
 from models.performance import PerformanceModel
 
 
@@ -71,6 +72,7 @@ class ControlLoop:
         self._forced: Plan | None = None
         self._replan_now: str | None = None
         self._held: dict[str, int] = {}  # GPUs whose step could not be made: timer intervals they keep their layout
+        self.capacity: dict[str, Reservation] = {}  # node -> the capacity it holds back and frees (last tick)
         self.routes = Routes(bus, events)
         self.rollout = Rollout(fleet, runtime, self.routes, events)
         self.reconciler = Reconciler(fleet, runtime, self.routes, self.rollout, events)
@@ -175,6 +177,7 @@ class ControlLoop:
     def reconcile(self) -> ReconcileReport:
         plan_id = self.desired.version if self.desired else 0
         report = self.reconciler.reconcile(self.plan, self._ctx(), plan_id)
+        self.capacity = report.capacity
         done = [g for g, o in report.outcomes.items() if o is StepOutcome.DONE]
         self.stats.reconfigurations += len(done)
         if report.layout_changes or report.variant_swaps:

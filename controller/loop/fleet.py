@@ -8,6 +8,7 @@ does not answer costs one timeout per tick, not one per call.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TypeVar
 
@@ -15,28 +16,16 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
-from configs.cluster import AGENT_PREFIX, NAMESPACE
 from controller.loop.ports import FleetEnergy, NodeLostError
 from controller.loop.view import FleetView, GpuHandle, GpuState
-from gpu_node.records import IntervalEnergy, LeaseRecord, MigOpRecord, NodeInfo
+from gpu_node.agent import find_agents
+from gpu_node.records import IntervalEnergy, LeaseRecord, MigOpRecord, NodeInfo, Reservation
 from mig.types import Layout
 
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 10.0
 MIG_TIMEOUT_S = 300.0
-
-
-def find_agents() -> dict[str, ActorHandle]:
-    """Every node agent registered in the cluster now, by node name."""
-    out = {}
-    for a in ray.util.list_named_actors(all_namespaces=True):
-        if a["namespace"] == NAMESPACE and a["name"].startswith(AGENT_PREFIX):
-            try:
-                out[a["name"].removeprefix(AGENT_PREFIX)] = ray.get_actor(a["name"], namespace=NAMESPACE)
-            except ValueError:
-                continue  # gone between the listing and the lookup
-    return out
 
 
 T = TypeVar("T")
@@ -126,3 +115,7 @@ class RayFleet:
 
     def release_leases(self, node: str, owners: list[str]) -> list[LeaseRecord]:
         return ray.get(self._agent(node).release_leases.remote(owners), timeout=self._timeout)
+
+    def claim(self, claims: Mapping[str, Mapping[int, Layout]]) -> dict[str, Reservation]:
+        agents = {n: a for n, a in self._agents.items() if n in claims}  # those the last observe found
+        return _gather({n: a.claim.remote(dict(claims[n])) for n, a in agents.items()}, Reservation, self._timeout)

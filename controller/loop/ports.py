@@ -16,7 +16,7 @@ from controller.loop.view import FleetView, GpuHandle, ReplicaState
 from controller.serving.counters import ServingCounters
 from controller.serving.replica import ReplicaSpec
 from controller.serving.router import RoutingTable
-from gpu_node.records import HostReading, IntervalEnergy, LeaseRecord, MigOpRecord
+from gpu_node.records import HostReading, IntervalEnergy, LeaseRecord, MigOpRecord, Reservation
 from mig.types import Layout
 
 
@@ -75,6 +75,9 @@ class Fleet(Protocol):
     def leases(self) -> dict[str, list[LeaseRecord]]: ...  # node -> leases
 
     def release_leases(self, node: str, owners: list[str]) -> list[LeaseRecord]: ...
+
+    def claim(self, claims: Mapping[str, Mapping[int, Layout]]) -> dict[str, Reservation]: ...
+    # node -> GPU index -> the slices Clover uses; returns each answering node's reservation
 
 
 class ReplicaRuntime(Protocol):

@@ -12,6 +12,8 @@ agents (GPUs and slices), Serve (slice replicas) and the leases, then
     once, or, with no room for a bridge, given up after `stuck_after_s` (its GPU is `held`);
  4. stops replicas no plan GPU wants any more (orphans), once the rest carries the load;
  5. releases slice leases whose owner no longer exists in Serve.
+Before converging it claims, on every node, the slices the plan and the running replicas use; the
+agents give the rest back to the Ray cluster (controller/loop/capacity.py).
 So a restarted controller, a restarted ingress, a killed replica or a returning node agent all
 end in the same converged state without a person stepping in.
 """
@@ -22,12 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from controller.loop.bridge import BridgeSlice, describe_bridge, plan_bridge, rooms_of
+from controller.loop.capacity import CapacityLog, claims_of
 from controller.loop.ports import EventSink, Fleet, ReplicaRuntime
 from controller.loop.rollout import Rollout, StepContext, StepOutcome, leaving, one_line, order_changes
 from controller.loop.routes import Routes
 from controller.loop.view import FleetView, GpuState, ReplicaState, actual_gpu_plan, broken_replicas
 from controller.planning.plan import GpuPlan, Plan, diff_gpu
 from controller.serving.replica import ReplicaSpec
+from gpu_node.records import Reservation
 
 LEASE_SWEEP_EVERY = 5  # ticks between lease clean-ups (one call per agent)
 GIVEN_UP = ("DEPLOY_FAILED", "UNHEALTHY")
@@ -44,6 +48,7 @@ class ReconcileReport:
     layout_changes: list[str] = field(default_factory=list)  # GPUs whose MIG layout changed this tick
     variant_swaps: list[str] = field(default_factory=list)  # GPUs that swapped variants on kept slices
     serving_gpus: dict[str, str] = field(default_factory=dict)  # gpu_id -> type: GPUs the next plan may use
+    capacity: dict[str, Reservation] = field(default_factory=dict)  # node -> what it holds back and frees
 
     @property
     def converged(self) -> bool:
@@ -62,6 +67,7 @@ class Reconciler:
         self.clock = clock
         self._waiting: dict[tuple[str, int], float] = {}  # (gpu, plan id) -> when its step began to wait
         self._bridged: set[tuple[str, int]] = set()  # (gpu, plan id) whose step was bridged once
+        self._capacity = CapacityLog(events)
 
     def reconcile(self, desired: Plan | None, ctx: StepContext, plan_id: int = 0) -> ReconcileReport:
         self._ticks += 1
@@ -80,6 +86,8 @@ class Reconciler:
             self.rollout.stop_replicas([r.spec for r in broken], ctx)
             replicas = {n: r for n, r in replicas.items() if r not in broken}
         if desired is not None:
+            report.capacity = self.fleet.claim(claims_of(desired, view, [r.spec for r in replicas.values()]))
+            self._capacity.note(report.capacity)
             self._converge(desired, view, replicas, ctx, report, plan_id)
             self._stop_orphans(desired, view, ctx)
         if self._ticks % LEASE_SWEEP_EVERY == 1:

@@ -1,11 +1,12 @@
 """The controller's `/v1/status` document: the desired plan, the carbon and load it was made for,
-the run's emissions so far and how much it has reconfigured. Published through the control bus
+the run's emissions so far, how much it has reconfigured and the capacity given back to Ray. Published through the control bus
 with the Prometheus totals every reconcile tick (ControlLoop.publish_status).
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from controller.loop.capacity import capacity_doc
 from controller.serving.control_bus import JsonDoc
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ def status_doc(loop: ControlLoop) -> JsonDoc:
             "reconfigurations": loop.stats.reconfigurations, "mig_layout_changes": loop.rollout.layout_changes,
             "variant_swaps": loop.rollout.variant_swaps, "mig_ops": loop.rollout.mig_ops,
             "held_gpus": loop.held_gpus,
+            "free_capacity": capacity_doc(loop.capacity),
         **({"services": _services(loop)} if len(loop.workload.names) > 1 else {})}
 
 

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import os
 
-from configs.cluster import NAMESPACE, check_address, node_resource, ray_env
+from configs.cluster import NAMESPACE, NODE_RESOURCE_UNITS, check_address, node_resource, ray_env
 from controller.serving.control_bus import BusClient, bus_handle
-
-NODE_RESOURCE_UNITS = 1000  # each replica takes 0.01: room for far more replicas than slices
 
 
 def init_ray(address: str | None = None, *, local_nodes: tuple[str, ...] = (), num_cpus: int | None = None) -> None:

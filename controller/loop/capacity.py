@@ -1,0 +1,73 @@
+"""Giving back capacity no service needs: the claim the reconciler sends each node agent every tick.
+
+Clover claims, per GPU, the slices of the desired plan that carry a replica and the slices replicas
+still run on (a rollout stops them later): everything else — a slice the plan leaves idle, a GPU
+no service needs — is released by the node agent to the Ray cluster as free `clover_mig_slice`
+units (gpu_node/free_capacity.py). The claim is sent *before* the GPUs converge, so a slice the
+new plan needs back is held before any replica or MIG change lands on it. When other Ray work
+holds units Clover wants back, the agent's holding waits (Ray places it when they are freed) and
+the reconciler says so once, as a warning; nothing blocks.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict
+
+from controller.loop.ports import EventSink
+from controller.loop.view import FleetView
+from controller.planning.plan import Plan
+from controller.serving.control_bus import JsonDoc
+from controller.serving.replica import ReplicaSpec
+from gpu_node.records import Reservation
+from mig.types import Layout, Placement, canonical
+
+
+def claims_of(desired: Plan, fleet: FleetView, replicas: Iterable[ReplicaSpec]) -> dict[str, dict[int, Layout]]:
+    """Per node, per GPU index: the slices Clover uses (every GPU whose agent answered, even with none)."""
+    used: dict[str, set[Placement]] = {g.gpu_id: {s.placement for s in g.slices if s.variant} for g in desired.gpus}
+    for r in replicas:
+        used.setdefault(r.gpu_id, set()).add(Placement(r.profile, r.start))
+    out: dict[str, dict[int, Layout]] = {}
+    for gid, gpu in fleet.gpus.items():
+        out.setdefault(gpu.handle.node, {})[gpu.handle.index] = canonical(list(used.get(gid, ())))
+    return out
+
+
+def describe_free(r: Reservation) -> str:
+    return ", ".join(f"gpu{s.gpu} {s.profile}@{s.start}" for s in r.free) or "none"
+
+
+class CapacityLog:
+    """Says in run.log when a node's free capacity changes, and once when Clover waits for units."""
+
+    def __init__(self, events: EventSink) -> None:
+        self.events = events
+        self._seen: dict[str, tuple[tuple[tuple[int, int], ...], int]] = {}  # node -> (free slices, pending)
+
+    def note(self, reservations: dict[str, Reservation]) -> None:
+        for node, r in sorted(reservations.items()):
+            key = (tuple((s.gpu, s.gi_id) for s in r.free), r.pending)
+            if self._seen.get(node) == key:
+                continue
+            before = self._seen.get(node)
+            self._seen[node] = key
+            if before is None or before[0] != key[0]:
+                held = (f"Clover holds {r.held} of {r.wanted}" if r.advertised else
+                        "the node advertises no pool, so nothing is held (not started by `gpu-node setup`)")
+                self.events.event("capacity", f"{node}: {r.free_units} {r.resource} units free for other Ray work "
+                                              f"({describe_free(r)}); {held}",
+                                  node=node, free=[asdict(s) for s in r.free], wanted=r.wanted, held=r.held,
+                                  pending=r.pending)
+            if r.pending:
+                self.events.event("warning", f"{node}: {r.pending} {r.resource} units Clover needs back are held by "
+                                             f"other Ray work; its reservation waits for them (Ray places it as "
+                                             f"soon as they are freed) and the plan goes ahead",
+                                  where=f"capacity {node}")
+
+
+def capacity_doc(reservations: dict[str, Reservation]) -> JsonDoc:
+    """`/v1/status` `free_capacity`: per node, the pool, what Clover holds and the free slices."""
+    return {node: {"resource": r.resource, "advertised": r.advertised, "wanted": r.wanted, "held": r.held,
+                   "pending": r.pending, "free_units": r.free_units,
+                   "free": [{k: v for k, v in asdict(s).items() if k != "env"} for s in r.free]}
+            for node, r in sorted(reservations.items())}

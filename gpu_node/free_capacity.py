@@ -1,0 +1,154 @@
+"""Capacity no service needs, given back to the Ray cluster: which slices are free, and holding the rest.
+
+Why a fixed pool with placeholders: Ray cannot add or change a custom resource on a running node
+(there is no public API for it in Ray 2.x; `ray start --resources` is read once), so a GPU node
+advertises at start a pool `clover_mig_slice` = the compute slices of its GPUs (7 per H100), and
+its agent *holds* every unit Clover needs with placement groups. What it does not hold is free for
+any Ray task or actor that asks for `resources={"clover_mig_slice": k}`; Ray then schedules it on
+a node with k free units, and the task asks that node's agent which slices it may use
+(`free_slices()`, or `free_slices_here()` below).
+
+Why one single-unit placement group per held unit: a placement group reserves resources without a
+process (a placeholder actor would cost a worker process each), is created asynchronously (one that
+cannot be placed yet is *pending* and never blocks the agent), and Ray places a pending one by
+itself the moment the units it waits for are released, so Clover gets its capacity back without
+polling. Single units make the holding grow and shrink by exactly the difference (a group cannot be
+resized) and let part of it be placed while other work still holds the rest. The groups are named
+after the node (`clover-hold-<node>-<i>`) and detached: groups that fate-share with their creator
+are removed by Ray some time after the agent crashes, even when Ray restarts it, so the restarted
+agent (or one `gpu-node setup` re-creates) adopts the detached ones by name and nothing is freed
+or held twice in between.
+
+What Clover needs (`wanted`): every unit of the node's GPUs except the free slices', where a slice
+is free when it exists, no slice the controller claims overlaps it (the claim is the planned
+replicas' slices plus the slices replicas still run on, so a slice about to be re-partitioned is
+taken back before the MIG change, make-before-break), and no live lease holds it. Capacity in no
+MIG instance is held too: no task could use it without re-partitioning.
+
+Serving is unaffected: replicas never request `clover_mig_slice` (they are pinned by
+`clover_node_<node>`), so a pool held by other work can never make a replica unplaceable.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from configs.cluster import SLICE_RESOURCE, node_resource
+from gpu_node.records import FreeSlice
+from mig.placement import compute_slices_of, gpu_type_of, resolve_profile
+from mig.types import GpuInfo, GpuInstance, Layout, Placement, canonical
+
+if TYPE_CHECKING:
+    from ray.util.placement_group import PlacementGroup
+
+CLAIMS_FILE = "claims.json"
+CLAIMS_VERSION = 1
+PLACED = "CREATED"  # a placement group's state once its bundle is reserved on the node
+NODE_SHARE = 0.001  # of `clover_node_<node>` per group: what pins it to its node
+
+
+def gpu_units(gpu: GpuInfo) -> int:
+    """Units of the pool one GPU stands for: its compute slices (0 for a type the catalog lacks)."""
+    try:
+        return gpu_type_of(gpu.gpu_type).compute_slices
+    except KeyError:
+        return 0
+
+
+def node_units(gpus: list[GpuInfo]) -> int:
+    """The pool a node advertises at `ray start`."""
+    return sum(gpu_units(g) for g in gpus)
+
+
+def _slots(start: int, size: int) -> set[int]:
+    return set(range(start, start + size))
+
+
+def is_free(gpu: GpuInfo, inst: GpuInstance, claimed: Layout, leased: set[int]) -> bool:
+    """True when no claimed slice overlaps `inst` (memory slots) and no live lease holds it."""
+    if inst.gi_id in leased:
+        return False
+    mine = _slots(inst.start, inst.size)
+    return not any(mine & _slots(p.start, resolve_profile(gpu.gpu_type, p.profile).size) for p in claimed)
+
+
+def free_slice(gpu: GpuInfo, inst: GpuInstance, env: dict[str, str]) -> FreeSlice:
+    return FreeSlice(gpu.index, inst.gi_id, inst.profile, inst.start, compute_slices_of(inst.profile), inst.uuid, env)
+
+
+def decode_claims(doc: dict) -> dict[int, Layout]:
+    return {int(g): canonical([Placement.from_json(p) for p in ps]) for g, ps in doc.get("gpus", {}).items()}
+
+
+def encode_claims(claims: dict[int, Layout]) -> dict:
+    return {"gpus": {str(g): [p.to_json() for p in ps] for g, ps in sorted(claims.items())}}
+
+
+def replace_claims(state: dict[int, Layout], new: Mapping[int, Layout]) -> None:
+    """Inside a claims-file transaction: the controller's claim replaces the previous one whole."""
+    state.clear()
+    state.update({g: canonical(list(ps)) for g, ps in new.items()})
+
+
+class PlacementGroupHolder:
+    """Holds units of the node's pool so that other Ray work cannot take them: one single-unit
+    placement group per held unit, pinned to the node (see the module docstring)."""
+
+    def __init__(self, node: str, advertised: int) -> None:
+        from ray.util.placement_group import get_placement_group, placement_group_table
+
+        self.advertised = advertised
+        self._node = node
+        self._names = [f"clover-hold-{node}-{i}" for i in range(advertised)]
+        live = {v["name"] for v in placement_group_table().values() if v["state"] != "REMOVED"}
+        self._groups: dict[str, PlacementGroup] = {n: get_placement_group(n) for n in self._names if n in live}
+
+    def _placed(self) -> set[str]:
+        from ray.util.placement_group import placement_group_table
+
+        table = placement_group_table()
+        return {n for n, g in self._groups.items() if table.get(g.id.hex(), {}).get("state") == PLACED}
+
+    def hold(self, units: int) -> tuple[int, int]:
+        """Hold `units` (at most `advertised`), asynchronously; returns (placed, pending) now."""
+        from ray.util.placement_group import placement_group, remove_placement_group
+
+        units = max(0, min(units, self.advertised))
+        if len(self._groups) > units:  # give back pending groups first: they hold nothing yet
+            placed = self._placed()
+            order = sorted(self._groups, key=lambda n: (n in placed, -self._names.index(n)))
+            for name in order[:len(self._groups) - units]:
+                remove_placement_group(self._groups.pop(name))
+        for name in self._names:
+            if len(self._groups) >= units:
+                break
+            if name not in self._groups:
+                self._groups[name] = placement_group(
+                    [{SLICE_RESOURCE: 1, node_resource(self._node): NODE_SHARE}], strategy="STRICT_PACK", name=name,
+                    lifetime="detached")
+        placed = len(self._placed())
+        return placed, len(self._groups) - placed
+
+
+def ray_holder(node: str, ray_node_id: str) -> PlacementGroupHolder | None:
+    """The holder of this agent's node, or None outside Ray or where the node advertises no pool."""
+    import ray
+
+    if not ray_node_id:
+        return None
+    mine = next((n for n in ray.nodes() if n["NodeID"] == ray_node_id), None)
+    advertised = int(mine["Resources"].get(SLICE_RESOURCE, 0)) if mine else 0
+    return PlacementGroupHolder(node, advertised) if advertised else None
+
+
+def free_slices_here() -> list[FreeSlice]:
+    """For a Ray task that was given `clover_mig_slice` units: the free slices of the node it runs on."""
+    import ray
+
+    from gpu_node.agent import find_agents
+
+    here = ray.get_runtime_context().get_node_id()
+    for agent in find_agents().values():
+        if ray.get(agent.info.remote()).ray_node_id == here:
+            return list(ray.get(agent.free_slices.remote()))
+    return []
