@@ -47,6 +47,13 @@ POLICIES = ["hindsight", "ours", "ours-myopic", "ours-mean", "clover-sa"]
 KEYS = ("objective", "carbon_g", "carbon_saving_pct", "accuracy", "over_sla_pct", "lost_requests",
         "reconfigurations", "layout_changes", "swaps")
 RESULTS = Path(__file__).resolve().parent / "results"
+NOTES = """How to read it: f is Clover's objective of the whole run (λ·ΔC − (1−λ)·ΔA against Base at 250 g/kWh);
+it charges no SLA violation, so a policy that under-sizes (ours-mean, clover-sa on the code traffic) can
+score above one that holds the SLA: read f next to the >SLA column. `ours − myopic` is the exact
+difference (the f columns are rounded). `ours / hindsight` is f(ours)/f(hindsight) when hindsight's f is
+positive; when both are negative (the code traffic with albert: holding the SLA through 14x bursts costs
+more accuracy than Base, which breaks it, loses) it is f(hindsight)/f(ours), so it still reads "1 = as good
+as hindsight, lower = worse" and the 0.95 goal means ours is at most ~5 % further below zero."""
 
 
 def run_case(case: tuple[str, str, str, float, int | None]) -> dict:
@@ -86,7 +93,7 @@ def _ratio(a: float, b: float) -> float:
 
 def markdown(rows: list[dict], wall_s: float, quick: bool) -> str:
     head = ("| service | traffic | carbon | load | f hindsight / ours / myopic / mean / clover-sa / base | "
-            "ours / hindsight | >SLA % base / ours / mean / sa | saving % ours / mean (ratio) | "
+            "ours − myopic | ours / hindsight | >SLA % base / ours / mean / sa | saving % ours / mean (ratio) | "
             "lost ours / myopic / sa | reconf MIG+swap ours / myopic / sa | goals |")
     title = (f"Load bench{' (--quick)' if quick else ''}: {len(rows)} cases, {wall_s:.0f} s wall on this machine "
              "(2×H100-80GB simulated, λ 0.1, diurnal 3x peaking 14:00, SLA = Base p95 at half capacity).")
@@ -100,12 +107,13 @@ def markdown(rows: list[dict], wall_s: float, quick: bool) -> str:
         reconf = " / ".join(f"{p[n]['layout_changes']}+{p[n]['swaps']}" for n in ("ours", "ours-myopic", "clover-sa"))
         goals = " ".join("✓" if ok else "✗" for ok in r["checks"].values())
         out.append(f"| {r['service']} | {r['pattern']} | {r['carbon'].replace('clover_', '').replace('_49h', '')} | "
-                   f"{int(100 * r['level'])} % | {f} | {r['ours_over_hindsight']:.3f} | {over} | "
+                   f"{int(100 * r['level'])} % | {f} | {p['ours']['objective'] - p['ours-myopic']['objective']:+.1e} | "
+                   f"{r['ours_over_hindsight']:.3f} | {over} | "
                    f"{p['ours']['carbon_saving_pct']:.1f} / {p['ours-mean']['carbon_saving_pct']:.1f} "
                    f"({r['saving_ratio_vs_mean']:.2f}) | {lost} | {reconf} | {goals} |")
     names = list(rows[0]["checks"]) if rows else []
     tally = ", ".join(f"{n}: {sum(r['checks'][n] for r in rows)}/{len(rows)}" for n in names)
-    out += ["", f"Goals (✓/✗ in the order): {tally}."]
+    out += ["", f"Goals (✓/✗ in the order): {tally}.", "", NOTES]
     return "\n".join(out) + "\n"
 
 

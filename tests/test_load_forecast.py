@@ -36,6 +36,14 @@ def test_on_off_bursts_are_planned_at_the_burst_rate():
     assert fc.plan_rps >= fc.burst_rps > 8 * mean
 
 
+def test_now_is_the_newest_block_not_the_hour():
+    # an hour at 50 req/s whose last minute is idle: a switch made now meets no traffic
+    counts = [50.0] * 3540 + [0.0] * 60
+    fc = forecast(counts, 1.0)
+    assert fc.now_rps == 0.0 and fc.mean_rps == pytest.approx(50.0 * 59 / 60)
+    assert forecast([50.0] * 3600, 1.0).now_rps == pytest.approx(50.0)
+
+
 def test_request_weighted_quantile():
     assert weighted_quantile([1.0, 10.0], [1.0, 1.0], 0.5) == 1.0
     assert weighted_quantile([1.0, 10.0], [1.0, 9.0], 0.5) == 10.0

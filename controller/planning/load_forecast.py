@@ -64,6 +64,7 @@ class RateForecast:
     dispersion: float  # index of dispersion of the counts around their block means (1: Poisson)
     trend: float = 1.0  # yesterday's next-step / last-step ratio (1 when unknown)
     ahead_rps: tuple[float, ...] = ()  # planned rate of the steps after the next (same-hour pattern)
+    now_rps: float | None = None  # mean rate of the newest block: the traffic a switch made now meets
 
 
 def forecast(counts: Sequence[float], bin_s: float, params: ForecastParams = ForecastParams(),
@@ -93,7 +94,8 @@ def forecast(counts: Sequence[float], bin_s: float, params: ForecastParams = For
     trend = trends[0] if trends else 1.0
     mean = total / (n * bin_s)
     return RateForecast(plan_rps=max(burst * trend, peak), mean_rps=mean * trend, burst_rps=burst, peak_rps=peak,
-                        dispersion=dispersion, trend=trend, ahead_rps=tuple(burst * t for t in trends[1:]))
+                        dispersion=dispersion, trend=trend, ahead_rps=tuple(burst * t for t in trends[1:]),
+                        now_rps=means[-1] / bin_s)
 
 
 def weighted_quantile(values: Sequence[float], weights: Sequence[float], q: float) -> float:

@@ -71,6 +71,9 @@ class PlanningProblem:
     # Traffic the objective is normalised to (Base's power, the weight of accuracy) so that the
     # steps of a varying load add up to the run's objective; None: this step's own mean rate.
     reference_rate_rps: float | None = None
+    # Traffic a switch made now meets while it is under way (the newest measured rate; None: the
+    # mean). On bursty traffic the hour's mean says little about the next few seconds.
+    switch_rate_rps: float | None = None
     reconfig: ReconfigCost = field(default_factory=ReconfigCost)
     # Share of the GPUs' idle power this service is charged (1: it has the GPUs to itself). When
     # several services share the cluster (controller/planning/joint.py) idle power is split so

@@ -273,9 +273,12 @@ def horizon(problem: PlanningProblem) -> list[PlanningProblem]:
     cis = (problem.carbon_intensity, *problem.forecast)
     rates = (problem.rate_rps, *problem.rate_forecast)
     served = problem.mean_rps / problem.rate_rps  # the mean keeps its ratio to the planned rate
+    # so does the traffic a switch meets (switches are made at the same point of every step)
+    meets = None if problem.switch_rate_rps is None else problem.switch_rate_rps / problem.rate_rps
     out = [problem]
     for k in range(1, max(1, problem.reconfig.horizon_h)):
         ci, rate = cis[min(k, len(cis) - 1)], rates[min(k, len(rates) - 1)]
         out.append(problem.with_(carbon_intensity=ci, rate_rps=rate,
-                                 mean_rate_rps=None if problem.mean_rate_rps is None else rate * served))
+                                 mean_rate_rps=None if problem.mean_rate_rps is None else rate * served,
+                                 switch_rate_rps=None if meets is None else rate * meets))
     return out

@@ -4,7 +4,9 @@ Per step (one row of the carbon trace, an hour by default) the policy decides (p
 live trials, for Clover's search); the step is then a timeline of segments: trials, transitions
 (changed slices down), steady serving. Load-aware policies are also asked again within a step
 whenever the measured rate leaves the band their plan was sized for (load_forecast.replan_due,
-checked every `check_s`). Each segment is simulated request by request: Poisson arrivals whose
+checked every `check_s`; with a varying load every policy's step is cut into segments at
+those check points, re-planned there or not, so that policies serving the same plan sample the
+same chunks). Each segment is simulated request by request: Poisson arrivals whose
 rate follows the load profile (a constant, or a rate trace per `bin_s`), weighted-random
 routing by the plan's shares (so each replica sees an independent Poisson stream), per-replica
 FIFO queue with greedy dynamic batching (controller/planning/queueing.py describes the same
@@ -292,15 +294,19 @@ class Replay:
             plan = self._decide(h, ci, mean_ci)
             self._switch(plan)
             self.plans.append(plan)
-            for k in range(1, math.ceil(cfg.step_s / cfg.check_s - 1e-9) if checks else 0):
+            for k in range(1, math.ceil(cfg.step_s / cfg.check_s - 1e-9) if self.varying else 0):
                 self._now = h * cfg.step_s + k * cfg.check_s
-                if self._now <= self._t or not self._band_exit():
+                if self._now <= self._t:
+                    continue
+                # every policy is simulated on the same grid of segments, re-planned there or not:
+                # policies serving the same plan then sample the same chunks (common random numbers)
+                self._segment(self.deployed, self._now - self._t)
+                if not checks or not self._band_exit():
                     continue
                 plan = self._decide(h, ci, mean_ci)
-                if same_serving(self.deployed, plan):  # only the sized rate moved: nothing to simulate
+                if same_serving(self.deployed, plan):  # only the sized rate moved: nothing to switch
                     self.deployed = plan
                     continue
-                self._segment(self.deployed, self._now - self._t)
                 self._switch(plan)
             self._segment(self.deployed, max(self._step_end - self._t, 0.0))
             c = carbon_g(self._step_energy, ci, p.pue)

@@ -59,11 +59,16 @@ def switch_cost(problem: PlanningProblem, old: Plan, new: Plan) -> float:
 
     For the transition the interim replicas serve instead of `new` (requests that find no
     replica count at accuracy 0), and each new replica draws its busy power for `model_load_s`
-    while it loads. Both at the problem's carbon intensity and rate.
+    while it loads. Both at the problem's carbon intensity, and at the traffic the transition
+    meets: `switch_rate_rps` where the problem has it (a switch made now, priced at the newest
+    measured rate), else the step's mean rate.
     """
     t_h = transition_seconds(problem, old, new) / 3600.0
     if t_h == 0.0:
         return 0.0
+    if problem.switch_rate_rps is not None:  # the traffic the transition meets, normalised like the step
+        problem = problem.with_(mean_rate_rps=min(problem.switch_rate_rps, problem.rate_rps), switch_rate_rps=None,
+                                reference_rate_rps=problem.reference_rate_rps or problem.mean_rps)
     obj = served_objective(problem)
     interim = interim_plan(problem, old, new)
     idle = idle_power_w(problem)

@@ -37,12 +37,14 @@ class OursPolicy(Policy):
 
     def problem_for(self, ctx: HourContext) -> PlanningProblem:
         problem = ctx.problem
-        rate, ahead, mean = problem.rate_rps, (), None
+        rate, ahead, mean, now = problem.rate_rps, (), None, None
         if ctx.load is not None and self.load_aware:
             fc = ctx.load.forecast(len(ctx.forecast))
             cap = max_capacity_rps(problem) * (1.0 - CAPACITY_MARGIN)
-            rate, ahead, mean = min(fc.plan_rps, cap), tuple(min(r, cap) for r in fc.ahead_rps), fc.mean_rps
-        problem = problem.with_(rate_rps=rate, mean_rate_rps=None if mean is None else min(mean, rate))
+            rate, ahead = min(fc.plan_rps, cap), tuple(min(r, cap) for r in fc.ahead_rps)
+            mean, now = fc.mean_rps, fc.now_rps  # `now`: the traffic a switch made now meets
+        problem = problem.with_(rate_rps=rate, mean_rate_rps=None if mean is None else min(mean, rate),
+                                switch_rate_rps=now)
         if not self.pay_back:
             return problem.with_(forecast=(), reconfig=replace(problem.reconfig, horizon_h=0))
         if ctx.hour != self._hour:  # first decision of a step: score the last step's forecasts
