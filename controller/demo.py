@@ -19,12 +19,14 @@ import shutil
 import socket
 import sys
 import threading
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from configs.cli import service_name
+from configs.cli import UsageError
+from configs.loader import load_services
 from controller.loop.real_execution import add_profile_arguments, check_profile_flags, prepare_real
 from controller.loop.settings import RunDevice
 from controller.planning.load_forecast import ForecastParams
@@ -32,8 +34,15 @@ from loadgen.arrivals import RateTrace, load_rate_trace
 from loadgen.run_cmd import parse_duration
 
 if TYPE_CHECKING:
+    from controller.loop.assemble import LoopSpec
     from controller.loop.control_loop import ControlLoop
+    from controller.loop.settings import LoopSettings
+    from controller.serving.control_bus import BusClient
+    from controller.serving.counters import ServingCounters
+    from gpu_node.devices import AgentConfig
     from loadgen.results import LoadResult
+
+L = TypeVar("L")
 
 SUMMARY_KEYS = ("requests_sent", "requests_ok", "requests_failed", "reconfigurations", "mig_layout_changes",
                 "variant_swaps", "carbon_g",
@@ -44,17 +53,20 @@ DEMO_TRACE_HOURS = 24.0
 SIMULATED = RunDevice("2× H100-80GB (MIG), simulated", "bundled h100-sxm_*.json (performance model)",
                       "simulated (performance model)")
 DEMO_RATE_TRACE = "azure_llm_2023_conv"
+DEMO_RATE_TRACES = (DEMO_RATE_TRACE, "azure_llm_2023_code")  # several services: one each, in turn
 DEMO_PEAK_RPS = 30.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--service", default="efficientnet", type=service_name,
-                        help="efficientnet (default), yolo or albert")
+    parser.add_argument("--service", default="efficientnet", metavar="NAMES",
+                        help="efficientnet (default), yolo or albert; or several sharing the GPUs, "
+                             "e.g. efficientnet,albert (simulated execution)")
     parser.add_argument("--duration", type=parse_duration, default=120.0, help="load duration: 120s, 2m, … (default 120s)")
     parser.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    parser.add_argument("--rate", type=float, default=None,
+    parser.add_argument("--rate", default=None, metavar="R",
                         help="offered load in requests/s: the busiest moment's rate with --rate-trace (default "
-                             f"{DEMO_PEAK_RPS:g}), else constant (2 with --execution real)")
+                             f"{DEMO_PEAK_RPS:g}, split evenly between several services), else constant (2 with "
+                             "--execution real); several services: R for each, or efficientnet=20,albert=10")
     parser.add_argument("--rate-trace", default=DEMO_RATE_TRACE, metavar="NAME|FILE|none",
                         help="request-rate trace played once over --duration, scaled so its busiest moment runs "
                              f"at --rate (default {DEMO_RATE_TRACE}: an hour of real Azure arrivals, CC-BY 4.0); "
@@ -148,6 +160,15 @@ def print_table(summary: dict[str, Any], service: str) -> None:
     Console().print(t)
 
 
+def _fresh_out(out: Path) -> None:
+    """An output folder without the files of an earlier demo (other files are left alone)."""
+    if out.exists():
+        for name in ("run.log", "run.jsonl", "emissions.csv", "summary.json", "node-state", "state"):
+            p = out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None = None, execution: str = "simulated",
              lam: float = 0.5, carbon_source: str = "trace:clover_ciso-march_49h", replan_every: float = 10.0,
              port: int = 0, echo: bool = True, variants: str | None = None, log_level: str = "info",
@@ -160,12 +181,9 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
     variants at 2 req/s. The planner, the SLA and the energy then come from that device's profile
     (`profiles`, else measured here: `profile_seconds` per variant and batch) and meters.
     """
-    from configs.logsetup import setup_logging
-    from controller.loop.assemble import LoopSpec, allowed_variants, build_loop, known_service
-    from controller.loop.interval import TrafficWindow
+    from controller.loop.assemble import LoopSpec, allowed_variants, known_service
     from controller.loop.settings import LoopSettings
-    from controller.serving.runtime import init_ray, shutdown, start_serving
-    from gpu_node.agent import AgentConfig, start_agent
+    from gpu_node.devices import AgentConfig
     from loadgen.generator import run_load_sync
     from loadgen.payloads import load_payloads
     from loadgen.timeline import write_timeline
@@ -178,11 +196,7 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
         rate_trace = "none"  # a laptop CPU serves a steady trickle, not bursts
     rate = rate if rate is not None else (2.0 if execution == "real" else DEMO_PEAK_RPS)
     trace = demo_trace(rate, rate_trace, duration_s)
-    if out.exists():
-        for name in ("run.log", "run.jsonl", "emissions.csv", "summary.json", "node-state", "state"):
-            p = out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    _fresh_out(out)
     port = port or free_port()
     settings = LoopSettings(service, lam, None, replan_every, trace.mean_rate(duration_s), execution=execution,
                             variants=allowed_variants(svc, variants), reconcile_every_s=min(2.0, replan_every),
@@ -196,49 +210,212 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
                             echo=echo)
         node, device_profiles = real.device.agent, real.device.profiles
         settings = real.settings(settings)
+    with _cluster(settings, [service], node, LoopSpec(settings, carbon_source, trace_hours * 3600.0 / duration_s,
+                                                      str(out), echo, profiles=device_profiles), port,
+                  log_level) as (loop, bus):
+        run = _drive(loop, bus, lambda: run_load_sync(f"http://127.0.0.1:{port}", service, trace, duration_s,
+                                                      load_payloads(svc.input, None, seed=1), seed=1))
+        summary = summarise(run.load, loop, run.reconfigurations, run.served.p_ms(0.95) or 0.0, run.layout_changes,
+                            run.variant_swaps)
+        write_timeline(run.load, out / "timeline.csv", sla_ms=loop.settings.sla)
+        return _finish(loop, out, summary)
+
+
+def run_services_demo(services: Sequence[str], duration_s: float, out: Path, *,
+                      rates: Mapping[str, float] | None = None, lam: float = 0.5,
+                      carbon_source: str = "trace:clover_ciso-march_49h", replan_every: float = 10.0,
+                      port: int = 0, echo: bool = True, log_level: str = "info", rate_trace: str = DEMO_RATE_TRACE,
+                      trace_hours: float = DEMO_TRACE_HOURS) -> dict[str, Any]:
+    """Several services planned jointly on the demo's two simulated H100s (docs/planner.md,
+    Several services): each offered its own load, every re-plan free to move slices between them.
+
+    Each service's peak defaults to an equal part of the one-service demo's; with the default
+    trace the services alternate between the two bundled Azure traces, so their loads move
+    independently. The summary has one section per service (its slices' energy and carbon, its
+    Base on its part of the cluster, its p95 against its SLA) and the whole cluster's totals, whose
+    carbon also counts the capacity no service used (`unallocated_carbon_g`).
+    """
+    from controller.accounting.attribution import sum_accounts
+    from controller.accounting.by_service import UNALLOCATED_SERVICE
+    from controller.loop.assemble import LoopSpec, known_service
+    from controller.loop.settings import LoopSettings, ServiceSettings
+    from gpu_node.devices import AgentConfig
+    from loadgen.generator import run_multi_load_sync
+    from loadgen.payloads import load_payloads
+    from loadgen.timeline import write_timelines
+
+    catalog = {name: known_service(name) for name in services}
+    peaks = {name: (rates or {}).get(name, DEMO_PEAK_RPS / len(services)) for name in services}
+    names = DEMO_RATE_TRACES if rate_trace == DEMO_RATE_TRACE else (rate_trace,)
+    traces = {name: demo_trace(peaks[name], names[i % len(names)], duration_s) for i, name in enumerate(services)}
+    _fresh_out(out)
+    port = port or free_port()
+    first, *others = services
+    settings = LoopSettings(first, lam, None, replan_every, traces[first].mean_rate(duration_s),
+                            reconcile_every_s=min(2.0, replan_every), forecast=demo_forecast(duration_s),
+                            more_services=tuple(ServiceSettings(n, lam, None, traces[n].mean_rate(duration_s))
+                                                for n in others))
+    node = AgentConfig(DEMO_NODE, gpus=2, gpu_type="H100-80GB", state_dir=str(out / "node-state"))
+    spec = LoopSpec(settings, carbon_source, trace_hours * 3600.0 / duration_s, str(out), echo)
+    with _cluster(settings, services, node, spec, port, log_level) as (loop, bus):
+        payloads = {n: load_payloads(catalog[n].input, None, seed=1) for n in services}
+        run = _drive(loop, bus, lambda: run_multi_load_sync(f"http://127.0.0.1:{port}", traces, duration_s,
+                                                            payloads, seed=1))
+        slas = loop.slas()
+        per_service = {}
+        for n in services:
+            t = sum_accounts(loop.accounting.by_service.get(n, []), catalog[n].base.accuracy)
+            load = run.load.services[n]
+            per_service[n] = {
+                "requests_sent": load.sent, "requests_ok": load.ok, "requests_failed": load.failed,
+                "carbon_g": round(t.carbon_g, 4), "baseline_carbon_g": round(t.baseline_carbon_g, 4),
+                "carbon_saving_pct": round(t.saved_pct or 0.0, 2), "accuracy": round(t.accuracy or 0.0, 3),
+                "baseline_accuracy": t.baseline_accuracy, "p95_ms": round(run.served.p_ms(0.95, n) or 0.0, 2),
+                "sla_ms": round(slas[n], 2), "client_p95_ms": round(load.latency_ms.get("p95") or 0.0, 2)}
+        cluster = loop.accountant.totals()
+        unallocated = sum_accounts(loop.accounting.by_service.get(UNALLOCATED_SERVICE, []), 0.0)
+        summary = {
+            "services": per_service,
+            "requests_sent": run.load.total.sent, "requests_ok": run.load.total.ok,
+            "requests_failed": run.load.total.failed, "reconfigurations": run.reconfigurations,
+            "mig_layout_changes": run.layout_changes, "variant_swaps": run.variant_swaps,
+            "carbon_g": round(cluster.carbon_g, 4), "baseline_carbon_g": round(cluster.baseline_carbon_g, 4),
+            "carbon_saving_pct": round(cluster.saved_pct or 0.0, 2),
+            "unallocated_carbon_g": round(unallocated.carbon_g, 4), **SIMULATED.fields()}
+        write_timelines(run.load, out / "timeline.csv", sla_ms=slas)
+        return _finish(loop, out, summary)
+
+
+def print_services_table(summary: dict[str, Any]) -> None:
+    """One column per service, then the whole cluster (capacity no service used included)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    services: dict[str, dict[str, Any]] = summary["services"]
+    t = Table(title=f"controller demo: {', '.join(services)} sharing the GPUs, Clover vs base")
+    t.add_column("")
+    for name in (*services, "cluster"):
+        t.add_column(name, justify="right")
+    columns = [*services.values(), summary]
+
+    def row(label: str, show: Callable[[dict[str, Any]], str], cluster: bool = True) -> None:
+        t.add_row(label, *(show(c) if cluster or c is not summary else "" for c in columns))
+
+    row("carbon (g CO2)", lambda c: f"{c['carbon_g']:.3f}")
+    row("base (g CO2)", lambda c: f"{c['baseline_carbon_g']:.3f}")
+    row("carbon saved", lambda c: f"{c['carbon_saving_pct']:.1f} %")
+    row("accuracy / base", lambda c: f"{c['accuracy']:.2f} / {c['baseline_accuracy']:.2f}", cluster=False)
+    row("p95 on slice / SLA (ms)", lambda c: f"{c['p95_ms']:.1f} / {c['sla_ms']:.1f}", cluster=False)
+    row("requests ok / sent", lambda c: f"{c['requests_ok']} / {c['requests_sent']}")
+    row("failed requests", lambda c: str(c["requests_failed"]))
+    Console().print(t)
+    print(f"unallocated capacity: {summary['unallocated_carbon_g']:.3f} g CO2 (in the cluster's carbon, no "
+          f"service's); MIG layout changes {summary['mig_layout_changes']}, variant swaps {summary['variant_swaps']}")
+
+
+@dataclass
+class DemoRun(Generic[L]):
+    """What one demo run left behind: the load generator's result and what the loop did under it."""
+
+    load: L
+    served: ServingCounters  # what the ingress saw during the load
+    reconfigurations: int
+    layout_changes: int
+    variant_swaps: int
+
+
+@contextmanager
+def _cluster(settings: LoopSettings, services: Sequence[str], node: AgentConfig, spec: LoopSpec, port: int,
+             log_level: str) -> Iterator[tuple[ControlLoop, BusClient]]:
+    """A local Ray cluster with the demo node, the Serve app and a started control loop (first
+    deployment made, before any load); torn down on exit."""
+    from configs.logsetup import setup_logging
+    from controller.loop.assemble import build_loop
+    from controller.serving.runtime import init_ray, shutdown, start_serving
+    from gpu_node.agent import start_agent
+
     init_ray(local_nodes=(DEMO_NODE,))
     try:
         agent = start_agent(node, detached=False)  # keep the handle: it owns the (non-detached) agent
-        bus = start_serving([service], port=port, ingress_replicas=settings.ingress_replicas)
-        loop = build_loop(LoopSpec(settings, carbon_source, trace_hours * 3600.0 / duration_s, str(out), echo,
-                                   profiles=device_profiles))
+        bus = start_serving(list(services), port=port, ingress_replicas=settings.ingress_replicas)
+        loop = build_loop(spec)
         setup_logging(log_level, runlog=loop.events)
-        loop.start()  # first deployment, before any load
-        first_steps = loop.stats.reconfigurations
-        first_layouts, first_swaps = loop.rollout.layout_changes, loop.rollout.variant_swaps
-        run_traffic = TrafficWindow(bus)
-        worker = threading.Thread(target=loop.run, name="control-loop", daemon=True)
-        worker.start()
-        try:
-            load = run_load_sync(f"http://127.0.0.1:{port}", service, trace, duration_s,
-                                 load_payloads(svc.input, None, seed=1), seed=1)
-        finally:
-            loop.stop()
-            worker.join()
-        loop.finish()
-        served, _ = run_traffic.take()
-        summary = summarise(load, loop, loop.stats.reconfigurations - first_steps, served.p_ms(0.95) or 0.0,
-                            loop.rollout.layout_changes - first_layouts, loop.rollout.variant_swaps - first_swaps)
-        write_timeline(load, out / "timeline.csv", sla_ms=loop.settings.sla)
-        loop.events.event("end", f"demo finished: {summary['carbon_saving_pct']:.1f}% carbon saved vs base, "
-                                 f"{summary['requests_failed']} failed requests", summary=summary)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        return summary
+        loop.start()
+        yield loop, bus
     finally:
         del agent
         shutdown()
 
 
-def run(args: argparse.Namespace) -> int:
+def _drive(loop: ControlLoop, bus: BusClient, send: Callable[[], L]) -> DemoRun[L]:
+    """Run the control loop in a thread while `send()` offers the load; count only what happened
+    under load (the first deployment is not a re-partition)."""
+    from controller.loop.interval import TrafficWindow
+
+    first_steps = loop.stats.reconfigurations
+    first_layouts, first_swaps = loop.rollout.layout_changes, loop.rollout.variant_swaps
+    window = TrafficWindow(bus)
+    worker = threading.Thread(target=loop.run, name="control-loop", daemon=True)
+    worker.start()
     try:
-        summary = run_demo(args.service, args.duration, Path(args.out), rate=args.rate, execution=args.execution,
-                           lam=args.lam, carbon_source=args.carbon_source, replan_every=args.replan_every,
-                           port=args.port, variants=args.variants, log_level=args.log_level,
-                           profiles=args.profiles or (), profile_seconds=args.profile_seconds,
-                           rate_trace=args.rate_trace, trace_hours=args.trace_hours)
-    except ValueError as exc:
+        load = send()
+    finally:
+        loop.stop()
+        worker.join()
+    loop.finish()
+    served, _ = window.take()
+    return DemoRun(load, served, loop.stats.reconfigurations - first_steps,
+                   loop.rollout.layout_changes - first_layouts, loop.rollout.variant_swaps - first_swaps)
+
+
+def _finish(loop: ControlLoop, out: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    loop.events.event("end", f"demo finished: {summary['carbon_saving_pct']:.1f}% carbon saved vs base, "
+                             f"{summary['requests_failed']} failed requests", summary=summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _rates(services: Sequence[str], text: str | None) -> dict[str, float]:
+    """`--rate` for several services: R for each, or NAME=R per service (the rest: the default)."""
+    from configs.per_service import parse_per_service
+
+    if text is None:
+        return {}
+    per = parse_per_service("--rate", text, served=tuple(services), known=services)
+    return {name: rate for name in services if (rate := per.positive(name)) is not None}
+
+
+def run(args: argparse.Namespace) -> int:
+    from configs.per_service import parse_service_list, positive_number
+
+    out = Path(args.out)
+    try:
+        listed = parse_service_list(args.service, load_services().services)
+        if any(v is not None for v in listed.values()):
+            raise UsageError(f"--service {args.service!r}: give the demo's rates with --rate, e.g. "
+                             "--rate efficientnet=20,albert=10")
+        services = list(listed)
+        if len(services) > 1:
+            if args.execution == "real":
+                raise UsageError("--execution real serves one service (the device profile describes one); "
+                                 f"got --service {args.service!r}")
+            summary = run_services_demo(services, args.duration, out, rates=_rates(services, args.rate),
+                                        lam=args.lam, carbon_source=args.carbon_source,
+                                        replan_every=args.replan_every, port=args.port, log_level=args.log_level,
+                                        rate_trace=args.rate_trace, trace_hours=args.trace_hours)
+        else:
+            rate = None if args.rate is None else positive_number(args.rate, f"--rate {args.rate!r}")
+            summary = run_demo(services[0], args.duration, out, rate=rate, execution=args.execution,
+                               lam=args.lam, carbon_source=args.carbon_source, replan_every=args.replan_every,
+                               port=args.port, variants=args.variants, log_level=args.log_level,
+                               profiles=args.profiles or (), profile_seconds=args.profile_seconds,
+                               rate_trace=args.rate_trace, trace_hours=args.trace_hours)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
         print(f"controller demo: {exc}", file=sys.stderr)
         return 2
-    print_table(summary, args.service)
-    print(f"wrote {Path(args.out) / 'summary.json'} and {Path(args.out) / 'run.log'}")
+    if len(services) > 1:
+        print_services_table(summary)
+    else:
+        print_table(summary, services[0])
+    print(f"wrote {out / 'summary.json'} and {out / 'run.log'}")
     return 0

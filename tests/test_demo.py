@@ -72,3 +72,47 @@ def test_real_execution_serves_the_small_variants_on_cpu(tmp_path, monkeypatch):
     # energy comes from this CPU: RAPL, or modelled from its profile and flagged estimated
     intervals = [e for e in events if e["kind"] == "interval"]
     assert intervals and all(e["estimated"] == (summary["meter"] != "RAPL") for e in intervals)
+
+
+def test_two_services_share_the_demo_gpus(tmp_path):
+    """`controller demo --service efficientnet,albert`: both served at once with 0 failed requests,
+    each within its own SLA, and the services' and unallocated carbon adding up to the cluster's
+    (what emissions.csv also says, one row per service per interval)."""
+    from controller.demo import run_services_demo
+
+    summary = run_services_demo(["efficientnet", "albert"], 20.0, tmp_path, rates={"efficientnet": 10.0,
+                                                                                   "albert": 6.0},
+                                replan_every=5.0, echo=False)
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert summary["requests_failed"] == 0 and summary["requests_ok"] == summary["requests_sent"] > 100
+    for name, s in summary["services"].items():
+        assert s["requests_ok"] == s["requests_sent"] > 20, name
+        assert 0 < s["p95_ms"] <= s["sla_ms"], name
+        assert s["carbon_g"] > 0 and s["baseline_carbon_g"] > 0, name
+    parts = sum(s["carbon_g"] for s in summary["services"].values()) + summary["unallocated_carbon_g"]
+    assert parts == pytest.approx(summary["carbon_g"], abs=1e-3)
+    rows = read_rows(tmp_path / "emissions.csv")
+    assert {r["project_name"] for r in rows} >= {"efficientnet", "albert"}
+    assert sum(float(r["emissions"]) for r in rows) * 1000 == pytest.approx(summary["carbon_g"], abs=1e-3)
+    assert (tmp_path / "timeline-albert.csv").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--service", "efficientnet,nope"], "unknown service 'nope'"),
+    (["--service", "efficientnet,efficientnet"], "named twice"),
+    (["--service", "efficientnet,albert", "--rate", "albert=abc"], "'abc' is not a number"),
+    (["--service", "efficientnet,albert", "--rate", "yolo=5"], "yolo"),
+    (["--service", "efficientnet=20,albert"], "with --rate"),
+    (["--service", "efficientnet,albert", "--execution", "real"], "serves one service"),
+    (["--rate", "fast"], "'fast' is not a number"),
+])
+def test_bad_demo_flags_exit_2_naming_the_token(argv, message, capsys, tmp_path):
+    import argparse
+
+    from controller import demo
+
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    parser.add_argument("--log-level", default="info")
+    assert demo.run(parser.parse_args([*argv, "--out", str(tmp_path)])) == 2
+    assert message in capsys.readouterr().err

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Protocol
@@ -328,23 +328,28 @@ class Accountant:
         return account
 
     def totals(self) -> Totals:
-        t = Totals(baseline_accuracy=self.service.base.accuracy)
-        weighted_acc = 0.0
-        for a in self.accounts:
-            t.intervals += 1
-            t.duration_s += a.duration_s
-            t.energy_j += a.energy_j
-            t.carbon_g += a.carbon_g
-            t.embodied_g += a.embodied_g
-            t.baseline_energy_j += a.baseline_energy_j
-            t.baseline_carbon_g += a.baseline_carbon_g
-            t.requests += a.requests
-            t.failed += a.failed
-            t.estimated |= a.estimated
-            weighted_acc += (a.accuracy or 0.0) * a.requests
-            for v, j in a.energy_by_variant.items():
-                t.energy_by_variant[v] = t.energy_by_variant.get(v, 0.0) + j
-            for v, g in a.carbon_by_variant.items():
-                t.carbon_by_variant[v] = t.carbon_by_variant.get(v, 0.0) + g
-        t.accuracy = weighted_acc / t.requests if t.requests else None
-        return t
+        return sum_accounts(self.accounts, self.service.base.accuracy)
+
+
+def sum_accounts(accounts: Iterable[IntervalAccount], baseline_accuracy: float) -> Totals:
+    """A run's totals from its intervals: the whole cluster's, or one service's part."""
+    t = Totals(baseline_accuracy=baseline_accuracy)
+    weighted_acc = 0.0
+    for a in accounts:
+        t.intervals += 1
+        t.duration_s += a.duration_s
+        t.energy_j += a.energy_j
+        t.carbon_g += a.carbon_g
+        t.embodied_g += a.embodied_g
+        t.baseline_energy_j += a.baseline_energy_j
+        t.baseline_carbon_g += a.baseline_carbon_g
+        t.requests += a.requests
+        t.failed += a.failed
+        t.estimated |= a.estimated
+        weighted_acc += (a.accuracy or 0.0) * a.requests
+        for v, j in a.energy_by_variant.items():
+            t.energy_by_variant[v] = t.energy_by_variant.get(v, 0.0) + j
+        for v, g in a.carbon_by_variant.items():
+            t.carbon_by_variant[v] = t.carbon_by_variant.get(v, 0.0) + g
+    t.accuracy = weighted_acc / t.requests if t.requests else None
+    return t

@@ -68,6 +68,7 @@ class IntervalAccounting:
         self.totals = totals
         self.on_interval = on_interval  # (account, service): e.g. an emissions.csv row
         self.intervals: list[dict[str, object]] = []
+        self.by_service: dict[str, list[IntervalAccount]] = {}  # each service's (and `unallocated`'s) parts
 
     def reset(self) -> None:
         """Start a fresh interval now (e.g. when serving starts after the first deployment)."""
@@ -109,6 +110,7 @@ class IntervalAccounting:
                 notes: Iterable[str], several: bool) -> None:
         """One service's (or `unallocated`'s) interval: totals, the run.log event, the callback."""
         self.totals.observe_interval(service, acct)
+        self.by_service.setdefault(service, []).append(acct)
         at_ingress = traffic.p_ms(0.95, service if several else None, on_slice=False)
         sla = f" (SLA {sla_ms:.1f})" if sla_ms is not None else ""
         self.events.event(
