@@ -104,6 +104,7 @@ class DeploymentConfig(_Frozen):
     lam: float = Field(0.1, ge=0, le=1)  # carbon weight λ of every service that sets none
     carbon_source: str = Field("trace:emaps_us-cal-ciso_2023", min_length=1)
     time_scale: float = Field(1.0, gt=0, allow_inf_nan=False)  # trace seconds per wall second (trace: sources)
+    trace_start_h: float = Field(0.0, ge=0, allow_inf_nan=False)  # hours into a trace: source to start from
     pue: float = Field(1.5, ge=1, allow_inf_nan=False)
     replan_every_s: float = Field(300.0, gt=0, allow_inf_nan=False)
     reconcile_every_s: float = Field(2.0, gt=0, allow_inf_nan=False)

@@ -55,6 +55,7 @@ DEPLOYMENT_FLAGS: tuple[_Flag, ...] = (
     _Flag("--carbon-source", "carbon_source", str,
           "trace:NAME_OR_PATH, constant:G, electricitymaps:ZONE, watttime:REGION, uk[:REGION]"),
     _Flag("--time-scale", "time_scale", float, "trace seconds per wall second for trace: sources (720 = a day in 2 min)"),
+    _Flag("--trace-start", "trace_start_h", float, "hours into a trace: source to start from (default 0)"),
     _Flag("--pue", "pue", float, "data-centre power usage effectiveness applied to all energy"),
     _Flag("--replan-every", "replan_every_s", float, "seconds between re-plans"),
     _Flag("--reconcile-every", "reconcile_every_s", float, "seconds between reconciliations of what runs with the plan"),

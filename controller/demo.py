@@ -50,6 +50,7 @@ SUMMARY_KEYS = ("requests_sent", "requests_ok", "requests_failed", "reconfigurat
                 "client_p95_ms", "device", "profile", "meter")
 DEMO_NODE = "node0"
 DEMO_TRACE_HOURS = 24.0
+DEMO_TRACE_START_H = 0.0
 SIMULATED = RunDevice("2× H100-80GB (MIG), simulated", "bundled h100-sxm_*.json (performance model)",
                       "simulated (performance model)")
 DEMO_RATE_TRACE = "azure_llm_2023_conv"
@@ -83,6 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace-hours", type=float, default=DEMO_TRACE_HOURS, metavar="H",
                         help=f"hours of the carbon trace replayed over --duration (default {DEMO_TRACE_HOURS:g}; "
                              "36 replays its low-high-low-high swing)")
+    parser.add_argument("--trace-start", dest="trace_start_h", type=float, default=DEMO_TRACE_START_H, metavar="H",
+                        help=f"hour of the carbon trace the run starts at (default {DEMO_TRACE_START_H:g})")
     parser.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (default: a free one)")
     add_profile_arguments(parser)
 
@@ -173,7 +176,8 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
              lam: float = 0.5, carbon_source: str = "trace:clover_ciso-march_49h", replan_every: float = 10.0,
              port: int = 0, echo: bool = True, variants: str | None = None, log_level: str = "info",
              profiles: Sequence[str] = (), profile_seconds: float | None = None,
-             rate_trace: str = DEMO_RATE_TRACE, trace_hours: float = DEMO_TRACE_HOURS) -> dict[str, Any]:
+             rate_trace: str = DEMO_RATE_TRACE, trace_hours: float = DEMO_TRACE_HOURS,
+             trace_start_h: float = DEMO_TRACE_START_H) -> dict[str, Any]:
     """Run the demo and return the summary (also written to out/summary.json).
 
     With `execution="real"` the replicas run the real networks on this machine's device; without
@@ -211,7 +215,8 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
         node, device_profiles = real.device.agent, real.device.profiles
         settings = real.settings(settings)
     with _cluster(settings, [service], node, LoopSpec(settings, carbon_source, trace_hours * 3600.0 / duration_s,
-                                                      str(out), echo, profiles=device_profiles), port,
+                                                      str(out), echo, profiles=device_profiles,
+                                                      trace_start_h=trace_start_h), port,
                   log_level) as (loop, bus):
         run = _drive(loop, bus, lambda: run_load_sync(f"http://127.0.0.1:{port}", service, trace, duration_s,
                                                       load_payloads(svc.input, None, seed=1), seed=1))
@@ -225,7 +230,8 @@ def run_services_demo(services: Sequence[str], duration_s: float, out: Path, *,
                       rates: Mapping[str, float] | None = None, lam: float = 0.5,
                       carbon_source: str = "trace:clover_ciso-march_49h", replan_every: float = 10.0,
                       port: int = 0, echo: bool = True, log_level: str = "info", rate_trace: str = DEMO_RATE_TRACE,
-                      trace_hours: float = DEMO_TRACE_HOURS) -> dict[str, Any]:
+                      trace_hours: float = DEMO_TRACE_HOURS, trace_start_h: float = DEMO_TRACE_START_H
+                      ) -> dict[str, Any]:
     """Several services planned jointly on the demo's two simulated H100s (docs/planner.md,
     Several services): each offered its own load, every re-plan free to move slices between them.
 
@@ -256,7 +262,8 @@ def run_services_demo(services: Sequence[str], duration_s: float, out: Path, *,
                             more_services=tuple(ServiceSettings(n, lam, None, traces[n].mean_rate(duration_s))
                                                 for n in others))
     node = AgentConfig(DEMO_NODE, gpus=2, gpu_type="H100-80GB", state_dir=str(out / "node-state"))
-    spec = LoopSpec(settings, carbon_source, trace_hours * 3600.0 / duration_s, str(out), echo)
+    spec = LoopSpec(settings, carbon_source, trace_hours * 3600.0 / duration_s, str(out), echo,
+                    trace_start_h=trace_start_h)
     with _cluster(settings, services, node, spec, port, log_level) as (loop, bus):
         payloads = {n: load_payloads(catalog[n].input, None, seed=1) for n in services}
         run = _drive(loop, bus, lambda: run_multi_load_sync(f"http://127.0.0.1:{port}", traces, duration_s,
@@ -402,14 +409,16 @@ def run(args: argparse.Namespace) -> int:
             summary = run_services_demo(services, args.duration, out, rates=_rates(services, args.rate),
                                         lam=args.lam, carbon_source=args.carbon_source,
                                         replan_every=args.replan_every, port=args.port, log_level=args.log_level,
-                                        rate_trace=args.rate_trace, trace_hours=args.trace_hours)
+                                        rate_trace=args.rate_trace, trace_hours=args.trace_hours,
+                                        trace_start_h=args.trace_start_h)
         else:
             rate = None if args.rate is None else positive_number(args.rate, f"--rate {args.rate!r}")
             summary = run_demo(services[0], args.duration, out, rate=rate, execution=args.execution,
                                lam=args.lam, carbon_source=args.carbon_source, replan_every=args.replan_every,
                                port=args.port, variants=args.variants, log_level=args.log_level,
                                profiles=args.profiles or (), profile_seconds=args.profile_seconds,
-                               rate_trace=args.rate_trace, trace_hours=args.trace_hours)
+                               rate_trace=args.rate_trace, trace_hours=args.trace_hours,
+                               trace_start_h=args.trace_start_h)
     except (ValueError, argparse.ArgumentTypeError) as exc:
         print(f"controller demo: {exc}", file=sys.stderr)
         return 2

@@ -181,12 +181,14 @@ def test_caller_defaults_sit_between_the_file_and_the_model_defaults(tmp_path):
     config = _from_argv(["--config", str(path)], lam=0.5, replan_every_s=10.0)
     assert (config.lam, config.replan_every_s) == (0.2, 10.0)
     assert _from_argv(["--config", str(path), "--replan-every", "30"], replan_every_s=10.0).replan_every_s == 30.0
+    assert _from_argv(["--config", str(path), "--trace-start", "18"]).trace_start_h == 18.0
 
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--service", "yolo", "--pue", "0.5"], "--pue 0.5: Input should be greater than or equal to 1"),
     (["--service", "yolo", "--ingress-replicas", "0"], "--ingress-replicas 0: Input should be greater than or equal to 1"),
     (["--service", "yolo", "--lambda", "2"], "--lambda '2': Input should be less than or equal to 1"),
+    (["--service", "yolo", "--trace-start", "-3"], "--trace-start -3.0: Input should be greater than or equal to 0"),
     (["--config", str(EXAMPLE_FILE), "--variants", "albert=base"],
      "service 'albert' (from the deployment file and --variants 'albert=base'), field min_accuracy: min_accuracy 85"),
     (["--config", str(EXAMPLE_FILE), "--rate", "resnet=3"], "--rate 'resnet=3': unknown service 'resnet'"),

@@ -25,6 +25,7 @@ class LoopSpec:
     echo: bool = True
     # Profile files of the device the replicas run on (real execution); () : the bundled H100 model.
     profiles: tuple[str, ...] = ()
+    trace_start_h: float = 0.0  # hours into a trace: source the run starts at
 
 
 def known_service(name: str) -> Service:
@@ -67,7 +68,8 @@ def build_loop(spec: LoopSpec, *, nodes: frozenset[str] | None = None) -> Contro
     run_dir = Path(spec.run_dir)
     perf = PerformanceModel.from_profiles(spec.profiles) if spec.profiles else None
     loop = ControlLoop(spec.settings, events=RunLog(run_dir, echo=spec.echo), perf=perf,
-                       carbon=make_source(spec.carbon_source, time_scale=spec.time_scale),
+                       carbon=make_source(spec.carbon_source, time_scale=spec.time_scale,
+                                         start_offset_h=spec.trace_start_h),
                        fleet=RayFleet(nodes), runtime=ServeReplicas(), bus=BusClient(bus_handle()),
                        store=StateStore(state_path(run_dir)))
     csv = EmissionsCsv(run_dir / "emissions.csv", run_id=run_dir.name, gpu_count=len(loop.gpus),

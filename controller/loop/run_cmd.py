@@ -107,7 +107,8 @@ def run_plan(args: argparse.Namespace) -> RunPlan:
         else:
             real = prepare_real(service, settings, LOCAL_NODE, agent.state_dir, profiles, args.profile_seconds)
             settings, agent, profiles = real.settings(settings), real.device.agent, real.device.profiles
-    spec = LoopSpec(settings, config.carbon_source, config.time_scale, run_dir, profiles=profiles)
+    spec = LoopSpec(settings, config.carbon_source, config.time_scale, run_dir, profiles=profiles,
+                    trace_start_h=config.trace_start_h)
     return RunPlan(spec, agent, config)
 
 
