@@ -1,20 +1,25 @@
 """Several services replayed on one cluster: idle power counted once, the joint plan no worse than
-Base, the static split keeps each service on its part, and the CLI's per-service flags."""
+Base, the static split keeps each service on its part, each service's own load (rate traces), and
+the CLI's per-service flags."""
 import json
 
+import numpy as np
 import pytest
 
 from configs.loader import load_services
 from controller.carbon.trace import load_trace
 from controller.cli import main
+from controller.planning.joint import joint_problem, service_view
 from controller.planning.joint_replay import (
     build_problems,
     default_joint_rate_rps,
+    joint_plans,
     replay_joint,
     static_split,
 )
-from controller.planning.model import ReconfigCost
+from controller.planning.model import ReconfigCost, column_of
 from controller.planning.replay import SimConfig
+from controller.planning.replay_load import time_scaled_config
 from models.performance import PerformanceModel
 
 PERF = PerformanceModel.default()
@@ -88,12 +93,17 @@ def test_static_split_follows_base_need_with_a_gpu_each():
     (["--rate", "yolo=abc"], "yolo=abc"),
     (["--service", "yolo,albert,yolo"], "named twice"),
     (["--rate", "yolo=40,efficientnet=8"], "is not served"),
-    (["--rate-trace", "azure_llm_2023_conv"], "one service only"),
+    (["--plot", "plots"], "one service only"),
+    (["--rate-trace", "albert=no_such_trace"], "--rate-trace 'albert=no_such_trace': rate trace 'no_such_trace'"),
+    (["--rate-trace", "efficientnet=azure_llm_2023_conv"], "'efficientnet' is not served"),
+    (["--rate-trace", "albert=azure_llm_2023_conv,albert=azure_llm_2023_code"], "'albert' given twice"),
+    (["--rate-trace", "bogus=azure_llm_2023_conv"], "--rate-trace 'bogus=azure_llm_2023_conv': unknown service"),
+    (["--rate-trace", "albert="], "--rate-trace 'albert=': no value after"),
 ])
 def test_bad_per_service_flags_exit_2(flags, message, capsys):
     argv = ["simulate", "--service", "yolo,albert", "--trace", "clover_ciso-march_49h", "--hours", "1"]
     assert main([*argv, *flags]) == 2
-    assert message in capsys.readouterr().err.replace("\n", " ")
+    assert message in " ".join(capsys.readouterr().err.split())  # rich wraps long lines
 
 
 def test_cli_json_has_a_row_per_service(tmp_path, capsys):
@@ -110,3 +120,52 @@ def test_cli_json_has_a_row_per_service(tmp_path, capsys):
     for run in data["policies"].values():
         assert set(run["services"]) == {"yolo", "albert"}
         assert run["cluster"]["carbon_g"] == pytest.approx(sum(r["carbon_g"] for r in run["services"].values()))
+
+
+
+def _sla_flag(problems) -> str:
+    """The fixture's SLAs typed explicitly: a traced run's default SLA (Base's p95 at its mean
+    rate) would differ, and the planner's columns (cached per SLA) would be built again."""
+    return ",".join(f"{p.service.name}={p.sla_ms!r}" for p in problems)
+
+
+def test_cli_plays_a_rate_trace_per_service(runs, tmp_path, capsys):
+    """Each service plays its own trace, its busiest minute at its (default) rate; without
+    --rate-trace the same rates are constant, so every service serves more requests."""
+    argv = ["simulate", "--service", "yolo,albert", "--sla-ms", _sla_flag(runs[0]), "--trace", "clover_ciso-march_49h",
+            "--gpus", "2xH100-80GB", "--policy", "ours,base", "--hours", "3", "--window-s", "10"]
+    traced, constant = tmp_path / "traced.json", tmp_path / "constant.json"
+    assert main([*argv, "--rate-trace", "yolo=azure_llm_2023_conv,albert=azure_llm_2023_code", "--diurnal", "2",
+                 "--json", str(traced)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "yolo: load azure_llm_2023_conv (mean" in out and "albert: load azure_llm_2023_code (mean" in out
+    assert main([*argv, "--json", str(constant)]) == 0
+    t, c = json.loads(traced.read_text()), json.loads(constant.read_text())
+    assert t["diurnal"] == 2 and c["diurnal"] is None
+    for name, trace in (("yolo", "azure_llm_2023_conv"), ("albert", "azure_llm_2023_code")):
+        svc = t["services"][name]
+        assert svc["rate_trace"] == trace and c["services"][name]["rate_trace"] is None
+        assert svc["peak_rate_rps"] == pytest.approx(c["services"][name]["rate_rps"])  # the default rate either way
+        assert svc["rate_rps"] < svc["peak_rate_rps"]
+        for policy in ("ours", "base"):
+            assert (t["policies"][policy]["services"][name]["requests"]
+                    < c["policies"][policy]["services"][name]["requests"])
+
+
+def test_joint_plan_sizes_each_service_for_its_forecast_load(runs):
+    """albert's traffic is half its rate in the first hour, then 1.5 times it: once its counts show
+    the rise the joint plan gives albert more capacity than at the constant rate, enough for the
+    new rate; yolo, at its constant rate, keeps what it needs."""
+    yolo, albert = problems = joint_problem(runs[0]).problems
+    config = time_scaled_config(window_s=10.0)
+    bins = round(config.step_s / config.bin_s)
+    rising = np.concatenate([np.full(bins, 0.5 * albert.rate_rps), np.full(2 * bins, 1.5 * albert.rate_rps)])
+    constant, _ = joint_plans(problems, HOURS, config, "ours")
+    loaded, _ = joint_plans(problems, HOURS, config, "ours", (None, rising))
+
+    def capacity(plan, p):
+        return sum(column_of(p, g.gpu_type, s).rmax_rps for g, s in service_view(plan, p).replicas() if s.share > 0)
+
+    assert capacity(loaded[0], albert) >= 0.5 * albert.rate_rps
+    assert capacity(loaded[-1], albert) > max(1.5 * albert.rate_rps, capacity(constant[-1], albert))
+    assert all(capacity(plan, yolo) >= yolo.rate_rps for plan in loaded)

@@ -3,16 +3,23 @@
 Policies (`JOINT_POLICIES`):
 - `ours` / `ours-myopic` (joint): one joint decision per step (`joint.solve_joint`) over all the
   GPUs, each service's part of it built exactly as the single-service policy builds its problem
-  (carbon forecast, pay-back horizon; `ours-myopic` adopts every optimum). The plans do not
-  depend on what the simulation measures (constant rates, no live trials), so the whole sequence
-  is decided first, then each service's traffic is simulated by the single-service `Replay` on
-  its view of it (`joint.service_view`): its replicas, the other services' slices idle. Each
+  (carbon forecast, pay-back horizon, the rate its load forecast says to size for; `ours-myopic`
+  adopts every optimum). The plans do not depend on what the simulation measures (no live
+  trials; the arrivals a live loop would count are drawn from each service's load profile
+  independently of the plans, `replay.counted`), so the whole sequence is decided first, then
+  each service's traffic is simulated by the single-service `Replay` on its view of it
+  (`joint.service_view`): its replicas, the other services' slices idle. Each
   service is charged its `idle_share` of the idle power, so the services' energies add up to the
   cluster's with idle power counted once.
 - `static-split`, `clover-sa`, `base`: the GPUs divided up front between the services in
   proportion to their Base's need (`static_split`, the rule that also splits idle power in the
   joint problem), then the single-service policy (`ours`, `clover-sa`, Base) on each part alone.
   Base on the static parts is the reference of every saving and accuracy loss.
+
+Each service plays its own load (`loads`: a rate per `SimConfig.bin_s`, as `Replay` takes it, or
+None for its problem's constant rate) in every policy, so all policies meet the same traffic.
+Joint plans are decided at the start of each step; the re-plans a single-service `ours` makes
+within a step when its load leaves the band (`load_forecast.replan_due`) are not made jointly.
 
 A policy's result is one row for the cluster and one per service (`JointRun`); the cluster's
 accuracy and over-SLA share are request-weighted, its objective the traffic-weighted sum of the
@@ -39,11 +46,12 @@ from controller.planning.plan import Plan, diff_plans
 from controller.planning.policies.interface import HourContext, Policy, TrialResult
 from controller.planning.policies.ours import OursMyopicPolicy, OursPolicy
 from controller.planning.policy_runs import add_savings, compare_to_base, run_policies
-from controller.planning.replay import Replay, SimConfig, step_problem
+from controller.planning.replay import Replay, SimConfig, counted, for_load, load_history, load_profile, step_problem
 from controller.planning.replay_load import default_rate_rps
 
 Gpus = tuple[tuple[str, str], ...]
 Row = dict[str, float]
+Loads = tuple[np.ndarray | None, ...]  # per service: expected rate per bin, None for a constant rate
 
 JOINT: dict[str, type[OursPolicy]] = {"ours": OursPolicy, "ours-myopic": OursMyopicPolicy}
 SPLIT: dict[str, str] = {"static-split": "ours", "clover-sa": "clover-sa", "base": "base"}  # → single-service policy
@@ -125,19 +133,26 @@ def _no_trial(plan: Plan) -> TrialResult:
 
 
 def joint_plans(problems: tuple[PlanningProblem, ...], trace: list[float], config: SimConfig,
-                policy: str) -> tuple[list[Plan], list[float]]:
+                policy: str, loads: Loads | None = None) -> tuple[list[Plan], list[float]]:
     """The joint plan of every step and its solve time (ms): each service's part of the decision
-    is the problem its single-service policy would build (`OursPolicy.problem_for`), the current
-    plan the previous step's."""
+    is the problem its single-service policy would build (`OursPolicy.problem_for`) from its own
+    load, counted as its `Replay` counts it (`loads`, None: constant rates), the current plan
+    the previous step's."""
+    loads = loads or (None,) * len(problems)
+    problems = tuple(for_load(p, load) for p, load in zip(problems, loads))
+    counts = [None if load is None else counted(load_profile(p, len(trace), config, load), config)
+              for p, load in zip(problems, loads)]
     deciders = [JOINT[policy]() for _ in problems]
     mean_ci = float(np.mean(trace))
     plans: list[Plan] = []
     current: Plan | None = None
     for h, ci in enumerate(trace):
         parts = []
-        for p, decider in zip(problems, deciders):
+        for p, decider, c in zip(problems, deciders, counts):
             problem = step_problem(p, trace, h, config, current)
-            parts.append(decider.problem_for(HourContext(h, ci, problem.forecast, mean_ci, problem, current, _no_trial)))
+            history = None if c is None else load_history(c, h * config.step_s, config)
+            parts.append(decider.problem_for(
+                HourContext(h, ci, problem.forecast, mean_ci, problem, current, _no_trial, history)))
         current = solve_joint(joint_problem(tuple(parts), current=current))
         plans.append(current)
     return plans, [p.solve_ms for p in plans]
@@ -168,16 +183,19 @@ def _cluster(rows: list[Row], gpus: int, plans: list[list[Plan]], solve_ms: floa
 
 
 def replay_joint(problems: tuple[PlanningProblem, ...], trace: list[float], names: list[str],
-                 config: SimConfig) -> dict[str, JointRun]:
+                 config: SimConfig, loads: Loads | None = None) -> dict[str, JointRun]:
     """Replay the named policies (`JOINT_POLICIES`; `base` always, as the reference) for the
-    services of `problems` (one per service on the whole cluster, see `build_problems`)."""
+    services of `problems` (one per service on the whole cluster at its mean rate, see
+    `build_problems`), each service playing its load of `loads` (None: constant rates)."""
+    loads = loads or (None,) * len(problems)
     unknown = [n for n in names if n not in JOINT_POLICIES]
     if unknown:
         raise KeyError(f"unknown policy {', '.join(unknown)} for several services; known: {', '.join(JOINT_POLICIES)}")
     shared = joint_problem(problems)
     parts = static_split(problems)
     split_names = [SPLIT[n] for n in SPLIT if n in names or n == "base"]
-    split = [run_policies(p.with_(gpus=part), trace, split_names, config) for p, part in zip(problems, parts)]
+    split = [run_policies(p.with_(gpus=part), trace, split_names, config, load=load)
+             for p, part, load in zip(problems, parts, loads)]
     rows: dict[str, list[Row]] = {}
     plans: dict[str, list[list[Plan]]] = {}
     solve: dict[str, float] = {}
@@ -187,8 +205,8 @@ def replay_joint(problems: tuple[PlanningProblem, ...], trace: list[float], name
         plans[name] = [r.plans for r in runs]
         solve[name] = sum(r.summary["solve_ms_p50"] for r in runs)  # each step decides every part
     for name in (n for n in JOINT if n in names):
-        joint, solve_ms = joint_plans(shared.problems, trace, config, name)
-        replays = [Replay(p, trace, PlannedViews(joint), config) for p in shared.problems]
+        joint, solve_ms = joint_plans(shared.problems, trace, config, name, loads)
+        replays = [Replay(p, trace, PlannedViews(joint), config, load) for p, load in zip(shared.problems, loads)]
         summaries = [rp.run() for rp in replays]
         for s, by_policy, p in zip(summaries, split, problems):
             compare_to_base({name: s}, by_policy["base"].summary, p.lam)

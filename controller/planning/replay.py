@@ -86,9 +86,7 @@ class Replay:
 
     def __init__(self, problem: PlanningProblem, trace_values: list[float], policy: Policy, config: SimConfig,
                  load: np.ndarray | None = None) -> None:
-        # with a varying load every step is normalised to the configured (mean) rate, so that the
-        # steps' objectives add up to the run's
-        self.problem = problem if load is None else problem.with_(reference_rate_rps=problem.rate_rps)
+        self.problem = for_load(problem, load)
         self.trace = list(trace_values)
         self.policy = policy
         self.cfg = config
@@ -101,13 +99,9 @@ class Replay:
         self.solve_ms: list[float] = []
         self.plans: list[Plan] = []
         self.timeline: list[tuple[float, Plan]] = []  # (time s, plan) of every deployment
-        n_bins = max(1, math.ceil(len(self.trace) * config.step_s / config.bin_s - 1e-9))
         self.varying = load is not None
-        self.rates = np.full(n_bins, problem.rate_rps) if load is None else np.asarray(load, float)[:n_bins]
-        if len(self.rates) < n_bins:
-            raise ValueError(f"the load profile covers {len(self.rates)} bins, the replay needs {n_bins}")
-        # what a live loop would have counted: an independent draw from the same profile
-        self.counts = np.random.default_rng(config.seed + 1).poisson(self.rates * config.bin_s)
+        self.rates = load_profile(problem, len(self.trace), config, load)
+        self.counts = counted(self.rates, config)
         self._t = 0.0  # how far the simulation has got
         self._now = 0.0  # the decision clock (band checks look ahead of the simulation)
         self._step_energy = 0.0
@@ -251,11 +245,7 @@ class Replay:
     # -- the run -------------------------------------------------------------------------
     def _load_history(self) -> LoadHistory | None:
         """The counts up to now; in the first step, that step's own (the operator's expectation)."""
-        if not self.varying:
-            return None
-        cfg = self.cfg
-        now = max(round(self._now / cfg.bin_s), round(cfg.step_s / cfg.bin_s))
-        return LoadHistory(self.counts[:now], cfg.bin_s, cfg.step_s, max(cfg.history_s, cfg.step_s), cfg.forecast)
+        return load_history(self.counts, self._now, self.cfg) if self.varying else None
 
     def _decide(self, h: int, ci: float, mean_ci: float) -> Plan:
         problem = step_problem(self.problem, self.trace, h, self.cfg, self.deployed)
@@ -335,6 +325,35 @@ class Replay:
             "solve_ms_p50": float(np.median(self.solve_ms)) if self.solve_ms else 0.0,
             "hourly_carbon_g": [float(c) for c in t.hourly_carbon],
         }
+
+
+def for_load(problem: PlanningProblem, load: np.ndarray | None) -> PlanningProblem:
+    """The problem a replay of `load` plans from: with a varying load every step is normalised to
+    the configured (mean) rate, so that the steps' objectives add up to the run's."""
+    return problem if load is None else problem.with_(reference_rate_rps=problem.rate_rps)
+
+
+def load_profile(problem: PlanningProblem, steps: int, config: SimConfig, load: np.ndarray | None) -> np.ndarray:
+    """The expected rate per `config.bin_s` over `steps` steps: `load` (cut to length), or the
+    problem's rate throughout."""
+    n_bins = max(1, math.ceil(steps * config.step_s / config.bin_s - 1e-9))
+    rates = np.full(n_bins, problem.rate_rps) if load is None else np.asarray(load, float)[:n_bins]
+    if len(rates) < n_bins:
+        raise ValueError(f"the load profile covers {len(rates)} bins, the replay needs {n_bins}")
+    return rates
+
+
+def counted(rates: np.ndarray, config: SimConfig) -> np.ndarray:
+    """What a live loop would have counted per bin: an independent draw from the same profile,
+    seeded by the replay's seed alone, so that the joint planner (joint_replay.py) and each
+    service's `Replay` see the same counts."""
+    return np.random.default_rng(config.seed + 1).poisson(rates * config.bin_s)
+
+
+def load_history(counts: np.ndarray, now_s: float, config: SimConfig) -> LoadHistory:
+    """The counts up to `now_s`; in the first step, that step's own (the operator's expectation)."""
+    now = max(round(now_s / config.bin_s), round(config.step_s / config.bin_s))
+    return LoadHistory(counts[:now], config.bin_s, config.step_s, max(config.history_s, config.step_s), config.forecast)
 
 
 def step_problem(problem: PlanningProblem, trace: list[float], h: int, config: SimConfig,

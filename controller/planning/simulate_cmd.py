@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from controller.carbon.trace import Trace
     from controller.planning.replay import SimConfig
 
@@ -44,11 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load = parser.add_argument_group("time-varying load (docs/planner.md)")
     load.add_argument("--rate-trace", default=None, metavar="NAME|FILE",
                       help="request-rate trace: azure_llm_2023_conv, azure_llm_2023_code, or a CSV ('t_s,rate_rps' "
-                           "rows or a TIMESTAMP column); it loops. Without it the rate is constant")
+                           "rows or a TIMESTAMP column); it loops. Without it the rate is constant. Several services: "
+                           "one for all, or efficientnet=azure_llm_2023_conv,albert=FILE (a service left out keeps "
+                           "its constant rate)")
     load.add_argument("--time-scale", type=float, default=1.0, metavar="K",
                       help="stretch (K>1) or compress (K<1) the rate trace's time axis (default 1)")
     load.add_argument("--diurnal", type=float, default=None, metavar="K",
-                      help="multiply the rate trace by a daily envelope whose busiest moment is K x its quietest")
+                      help="multiply the rate trace (every service's) by a daily envelope whose busiest moment is "
+                           "K x its quietest")
     load.add_argument("--diurnal-peak-hour", type=float, default=14.0, metavar="H",
                       help="hour of day of the envelope's peak, on the carbon trace's clock (default 14)")
     load.add_argument("--step-s", type=float, default=3600.0, metavar="S",
@@ -59,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window-s", type=float, default=60.0, help="simulated seconds per steady hour (default 60)")
     parser.add_argument("--batch-sizes", default="1,2,4,8", help="batch sizes the planner may use (default 1,2,4,8)")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")
-    parser.add_argument("--plot", type=Path, default=None, help="write PNG plots to this directory")
+    parser.add_argument("--plot", type=Path, default=None, help="write PNG plots to this directory (one service only)")
 
 
 def parse_gpus(spec: str) -> tuple[tuple[str, str], ...]:
@@ -103,6 +108,32 @@ def replay_inputs(args: argparse.Namespace) -> tuple[Trace, tuple[tuple[str, str
     return trace, gpus, batches, values, config
 
 
+def rate_load(args: argparse.Namespace, rate_trace: str | None, trace: Trace, busiest_rps: float, steps: int,
+              config: SimConfig) -> np.ndarray | None:
+    """The expected rate per bin a service plays: `rate_trace` (a bundled name or a CSV) with the
+    flags' time scale and daily envelope, its busiest minute at `busiest_rps`; None without a
+    trace (a constant rate). One service's and several services' replays build their loads alike.
+    Raises LoadgenInputError for a trace that cannot be read."""
+    from controller.planning.replay_load import traffic
+    from loadgen.arrivals import load_rate_trace
+
+    if not rate_trace:
+        return None
+    shape = load_rate_trace(rate_trace, time_scale=args.time_scale)
+    return traffic(shape, trace.times[0], busiest_rps, steps, config, args.diurnal, args.diurnal_peak_hour,
+                   args.stride, minute_s=60.0 * args.time_scale)
+
+
+def load_text(rate_trace: str | None, mean_rps: float, busiest_rps: float, diurnal: float | None,
+              default: str = "") -> str:
+    """What a service plays, for the header line: `rate 12.0 req/s` or `load NAME (mean …, busiest
+    minute …)`; `default` is appended to the rate when it was not given."""
+    if not rate_trace:
+        return f"rate {busiest_rps:.1f} req/s{default}"
+    return (f"load {rate_trace} (mean {mean_rps:.1f} req/s, busiest minute {busiest_rps:.1f} req/s{default}"
+            f"{', diurnal x' + format(diurnal, 'g') if diurnal else ''})")
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -113,8 +144,7 @@ def run(args: argparse.Namespace) -> int:
     from controller.planning.planner import InfeasibleError
     from controller.planning.policies import POLICIES
     from controller.planning.policy_runs import run_policies
-    from controller.planning.replay_load import default_rate_rps, traffic
-    from loadgen.arrivals import load_rate_trace
+    from controller.planning.replay_load import default_rate_rps
     from loadgen.errors import LoadgenInputError
     from models.performance import PerformanceModel
 
@@ -137,11 +167,7 @@ def run(args: argparse.Namespace) -> int:
             raise KeyError(f"unknown policy {', '.join(unknown)}; known: {', '.join(POLICIES)}")
         perf = PerformanceModel.default()
         rate = given_rate if given_rate is not None else default_rate_rps(service, gpus, perf)
-        load = None
-        if args.rate_trace:
-            shape = load_rate_trace(args.rate_trace, time_scale=args.time_scale)
-            load = traffic(shape, trace.times[0], rate, len(values), config, args.diurnal, args.diurnal_peak_hour,
-                           args.stride, minute_s=60.0 * args.time_scale)
+        load = rate_load(args, args.rate_trace, trace, rate, len(values), config)
         mean = rate if load is None else float(load.mean())
         sla = spec.sla_ms if spec.sla_ms is not None else base_p95_ms(service, gpus, perf, mean)
         if sla == float("inf"):
@@ -151,11 +177,8 @@ def run(args: argparse.Namespace) -> int:
     except (KeyError, ValueError, ConfigError, LoadgenInputError) as exc:
         err.print(f"[red]error:[/red] {exc.args[0] if exc.args else exc}")
         return 2
-    if load is None:
-        what = f"rate {rate:.1f} req/s{' (default: 50% of Base capacity)' if given_rate is None else ''}"
-    else:
-        what = (f"load {args.rate_trace} (mean {mean:.1f} req/s, busiest minute {rate:.1f} req/s"
-                f"{', diurnal x' + format(args.diurnal, 'g') if args.diurnal else ''})")
+    what = load_text(args.rate_trace, mean, rate, args.diurnal,
+                     " (default: 50% of Base capacity)" if given_rate is None and load is None else "")
     steps = f"{len(values)} h" if args.step_s == 3600 and args.stride == 1 else f"{len(values)} x {args.step_s:g} s"
     console.print(f"service {service.name}, {len(gpus)} GPU(s) {args.gpus}, trace {trace.name} ({steps}), {what}, "
                   f"SLA p95 {sla:.1f} ms{' (Base p95)' if spec.sla_ms is None else ''}, λ={lam}")
