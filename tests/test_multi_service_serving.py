@@ -138,3 +138,10 @@ def test_the_run_log_says_which_service_each_interval_and_plan_is_for(stack):
     assert "yolo: " in text and "efficientnet: " in text and "beside efficientnet" in text
     plans = read_events(stack["run_dir"], "plan")
     assert any({s.get("service") for g in p["plan"]["gpus"] for s in g["slices"]} >= set(SERVICES) for p in plans)
+
+
+def test_metrics_count_what_changed_per_service(stack):
+    snap = stack["loop"].totals.snapshot()
+    assert set(snap.plan_changes) == set(SERVICES)  # each service its own label, never "yolo+efficientnet"
+    assert all(n >= 1 for n in snap.plan_changes.values())
+    assert set(snap.variant_swaps) <= set(SERVICES)

@@ -174,6 +174,25 @@ class ControlLoop:
         self.store.save(self.desired)
 
     # -- converging -------------------------------------------------------------------------------
+    def _count_applied(self, report: ReconcileReport) -> None:
+        """The metrics of what this tick applied, per service: each service a changed GPU now
+        serves counts it (a GPU left without replicas counts for the first service), and each
+        GPU's MIG layout change is counted once, under the first service that claims it."""
+        gpus = {g.gpu_id: g for g in self.plan.gpus} if self.plan else {}
+        first = self.workload.names[0]
+        claims: dict[str, list[str]] = {}
+        for gpu in (*report.layout_changes, *report.variant_swaps):
+            g = gpus.get(gpu)
+            served = sorted({s.service or first for s in g.slices if s.variant}) if g else []
+            for name in served or [first]:
+                claims.setdefault(name, []).append(gpu)
+        counted: set[str] = set()
+        for name, changed in claims.items():
+            layouts = {g: 1 for g in changed if g in report.layout_changes and g not in counted}
+            counted.update(layouts)
+            self.totals.plan_applied(name, layout_changes=layouts,
+                                     variant_swaps=sum(g in report.variant_swaps for g in changed))
+
     def reconcile(self) -> ReconcileReport:
         plan_id = self.desired.version if self.desired else 0
         report = self.reconciler.reconcile(self.plan, self._ctx(), plan_id)
@@ -181,8 +200,7 @@ class ControlLoop:
         done = [g for g, o in report.outcomes.items() if o is StepOutcome.DONE]
         self.stats.reconfigurations += len(done)
         if report.layout_changes or report.variant_swaps:
-            self.totals.plan_applied("+".join(self.workload.names), layout_changes={g: 1 for g in report.layout_changes},
-                                     variant_swaps=len(report.variant_swaps))
+            self._count_applied(report)
         self.stats.rollbacks += sum(1 for o in report.outcomes.values()
                                     if o in (StepOutcome.ROLLED_BACK, StepOutcome.FAILED))
         if report.reverted and self.plan is not None:  # what runs after a rollback is what we now want
