@@ -21,7 +21,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -49,8 +49,24 @@ SUMMARY_KEYS = ("requests_sent", "requests_ok", "requests_failed", "reconfigurat
                 "baseline_carbon_g", "carbon_saving_pct", "accuracy", "baseline_accuracy", "p95_ms", "sla_ms",
                 "client_p95_ms", "device", "profile", "meter")
 DEMO_NODE = "node0"
-DEMO_TRACE_HOURS = 24.0
-DEMO_TRACE_START_H = 0.0
+
+
+@dataclass(frozen=True)
+class CarbonScenario:
+    """The carbon side of a demo: λ, and which stretch of the carbon trace plays over the run."""
+
+    lam: float
+    trace_hours: float  # hours of the trace replayed over the run
+    trace_start_h: float  # the trace's hour the run starts at
+
+
+# One service: hours 15.5-25.5 of CISO in March (evening at ~350 g/kWh, then the night's wind at
+# ~100) under the controller's own λ 0.1. The evening runs b4 on one GPU; the night wants the most
+# accurate b7, and at the load's peak that takes more b7 replicas than there are GPUs, so a GPU
+# is split into smaller slices — and merged back when the peak has passed (docs/planner.md).
+ONE_SERVICE = CarbonScenario(lam=0.1, trace_hours=10.0, trace_start_h=15.5)
+# Several services: a whole day at λ 0.5, where both services hold their SLAs on a 2-core host.
+SEVERAL_SERVICES = CarbonScenario(lam=0.5, trace_hours=24.0, trace_start_h=0.0)
 SIMULATED = RunDevice("2× H100-80GB (MIG), simulated", "bundled h100-sxm_*.json (performance model)",
                       "simulated (performance model)")
 DEMO_RATE_TRACE = "azure_llm_2023_conv"
@@ -77,15 +93,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the two smallest, which run in real time on a laptop CPU)")
     parser.add_argument("--execution", choices=("simulated", "real"), default="simulated",
                         help="simulated: performance-model timing; real: run the small models on CPU")
-    parser.add_argument("--lambda", dest="lam", type=float, default=0.5, help="carbon weight λ (default 0.5)")
+    parser.add_argument("--lambda", dest="lam", type=float, default=None,
+                        help=f"carbon weight λ (default {ONE_SERVICE.lam:g}; {SEVERAL_SERVICES.lam:g} for several "
+                             "services)")
     parser.add_argument("--carbon-source", default="trace:clover_ciso-march_49h",
                         help="carbon source; a trace is replayed one day per --duration")
     parser.add_argument("--replan-every", type=float, default=10.0, help="seconds between re-plans (default 10)")
-    parser.add_argument("--trace-hours", type=float, default=DEMO_TRACE_HOURS, metavar="H",
-                        help=f"hours of the carbon trace replayed over --duration (default {DEMO_TRACE_HOURS:g}; "
-                             "36 replays its low-high-low-high swing)")
-    parser.add_argument("--trace-start", dest="trace_start_h", type=float, default=DEMO_TRACE_START_H, metavar="H",
-                        help=f"hour of the carbon trace the run starts at (default {DEMO_TRACE_START_H:g})")
+    parser.add_argument("--trace-hours", type=float, default=None, metavar="H",
+                        help=f"hours of the carbon trace replayed over --duration (default {ONE_SERVICE.trace_hours:g}; "
+                             f"{SEVERAL_SERVICES.trace_hours:g} for several services)")
+    parser.add_argument("--trace-start", dest="trace_start_h", type=float, default=None, metavar="H",
+                        help=f"hour of the carbon trace the run starts at (default {ONE_SERVICE.trace_start_h:g}; "
+                             f"{SEVERAL_SERVICES.trace_start_h:g} for several services)")
     parser.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (default: a free one)")
     add_profile_arguments(parser)
 
@@ -173,11 +192,12 @@ def _fresh_out(out: Path) -> None:
 
 
 def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None = None, execution: str = "simulated",
-             lam: float = 0.5, carbon_source: str = "trace:clover_ciso-march_49h", replan_every: float = 10.0,
+             lam: float = ONE_SERVICE.lam, carbon_source: str = "trace:clover_ciso-march_49h",
+             replan_every: float = 10.0,
              port: int = 0, echo: bool = True, variants: str | None = None, log_level: str = "info",
              profiles: Sequence[str] = (), profile_seconds: float | None = None,
-             rate_trace: str = DEMO_RATE_TRACE, trace_hours: float = DEMO_TRACE_HOURS,
-             trace_start_h: float = DEMO_TRACE_START_H) -> dict[str, Any]:
+             rate_trace: str = DEMO_RATE_TRACE, trace_hours: float = ONE_SERVICE.trace_hours,
+             trace_start_h: float = ONE_SERVICE.trace_start_h) -> dict[str, Any]:
     """Run the demo and return the summary (also written to out/summary.json).
 
     With `execution="real"` the replicas run the real networks on this machine's device; without
@@ -227,11 +247,11 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
 
 
 def run_services_demo(services: Sequence[str], duration_s: float, out: Path, *,
-                      rates: Mapping[str, float] | None = None, lam: float = 0.5,
+                      rates: Mapping[str, float] | None = None, lam: float = SEVERAL_SERVICES.lam,
                       carbon_source: str = "trace:clover_ciso-march_49h", replan_every: float = 10.0,
                       port: int = 0, echo: bool = True, log_level: str = "info", rate_trace: str = DEMO_RATE_TRACE,
-                      trace_hours: float = DEMO_TRACE_HOURS, trace_start_h: float = DEMO_TRACE_START_H
-                      ) -> dict[str, Any]:
+                      trace_hours: float = SEVERAL_SERVICES.trace_hours,
+                      trace_start_h: float = SEVERAL_SERVICES.trace_start_h) -> dict[str, Any]:
     """Several services planned jointly on the demo's two simulated H100s (docs/planner.md,
     Several services): each offered its own load, every re-plan free to move slices between them.
 
@@ -392,6 +412,12 @@ def _rates(services: Sequence[str], text: str | None) -> dict[str, float]:
     return {name: rate for name in services if (rate := per.positive(name)) is not None}
 
 
+def _with_defaults(given: CarbonScenario, default: CarbonScenario) -> CarbonScenario:
+    """The flags given, the scenario's values for those left out."""
+    return CarbonScenario(*(default_value if value is None else value
+                            for value, default_value in zip(astuple(given), astuple(default))))
+
+
 def run(args: argparse.Namespace) -> int:
     from configs.per_service import parse_service_list, positive_number
 
@@ -402,23 +428,25 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--service {args.service!r}: give the demo's rates with --rate, e.g. "
                              "--rate efficientnet=20,albert=10")
         services = list(listed)
+        given = CarbonScenario(args.lam, args.trace_hours, args.trace_start_h)
+        scenario = _with_defaults(given, SEVERAL_SERVICES if len(services) > 1 else ONE_SERVICE)
         if len(services) > 1:
             if args.execution == "real":
                 raise UsageError("--execution real serves one service (the device profile describes one); "
                                  f"got --service {args.service!r}")
             summary = run_services_demo(services, args.duration, out, rates=_rates(services, args.rate),
-                                        lam=args.lam, carbon_source=args.carbon_source,
+                                        lam=scenario.lam, carbon_source=args.carbon_source,
                                         replan_every=args.replan_every, port=args.port, log_level=args.log_level,
-                                        rate_trace=args.rate_trace, trace_hours=args.trace_hours,
-                                        trace_start_h=args.trace_start_h)
+                                        rate_trace=args.rate_trace, trace_hours=scenario.trace_hours,
+                                        trace_start_h=scenario.trace_start_h)
         else:
             rate = None if args.rate is None else positive_number(args.rate, f"--rate {args.rate!r}")
             summary = run_demo(services[0], args.duration, out, rate=rate, execution=args.execution,
-                               lam=args.lam, carbon_source=args.carbon_source, replan_every=args.replan_every,
+                               lam=scenario.lam, carbon_source=args.carbon_source, replan_every=args.replan_every,
                                port=args.port, variants=args.variants, log_level=args.log_level,
                                profiles=args.profiles or (), profile_seconds=args.profile_seconds,
-                               rate_trace=args.rate_trace, trace_hours=args.trace_hours,
-                               trace_start_h=args.trace_start_h)
+                               rate_trace=args.rate_trace, trace_hours=scenario.trace_hours,
+                               trace_start_h=scenario.trace_start_h)
     except (ValueError, argparse.ArgumentTypeError) as exc:
         print(f"controller demo: {exc}", file=sys.stderr)
         return 2
