@@ -1,8 +1,9 @@
 """`controller demo`: the whole system on one machine, in about two minutes.
 
 Starts a local Ray cluster, a simulated node with two H100-80GB GPUs (MIG on), the Serve app and
-the control loop on an accelerated carbon clock (a day of a real grid trace over the demo's
-duration), and offers Poisson load through the load generator. It ends with a table against
+the control loop on an accelerated carbon clock (ten hours of a real grid trace over the demo's
+duration, a whole day with several services: `CarbonScenario`), and offers the load of a real,
+time-compressed arrival trace through the load generator. It ends with a table against
 `base` (the most accurate variant on whole GPUs) and writes OUT/summary.json, OUT/run.log,
 OUT/run.jsonl and OUT/emissions.csv.
 
@@ -63,7 +64,7 @@ class CarbonScenario:
 # One service: hours 15.5-25.5 of CISO in March (evening at ~350 g/kWh, then the night's wind at
 # ~100) under the controller's own λ 0.1. The evening runs b4 on one GPU; the night wants the most
 # accurate b7, and at the load's peak that takes more b7 replicas than there are GPUs, so a GPU
-# is split into smaller slices — and merged back when the peak has passed (docs/planner.md).
+# is split into smaller slices, and merged back as the plan moves on (docs/serving.md, The demo).
 ONE_SERVICE = CarbonScenario(lam=0.1, trace_hours=10.0, trace_start_h=15.5)
 # Several services: a whole day at λ 0.5, where both services hold their SLAs on a 2-core host.
 SEVERAL_SERVICES = CarbonScenario(lam=0.5, trace_hours=24.0, trace_start_h=0.0)
@@ -97,7 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"carbon weight λ (default {ONE_SERVICE.lam:g}; {SEVERAL_SERVICES.lam:g} for several "
                              "services)")
     parser.add_argument("--carbon-source", default="trace:clover_ciso-march_49h",
-                        help="carbon source; a trace is replayed one day per --duration")
+                        help="carbon source; a trace plays --trace-hours of itself, from --trace-start, over "
+                             "--duration")
     parser.add_argument("--replan-every", type=float, default=10.0, help="seconds between re-plans (default 10)")
     parser.add_argument("--trace-hours", type=float, default=None, metavar="H",
                         help=f"hours of the carbon trace replayed over --duration (default {ONE_SERVICE.trace_hours:g}; "
