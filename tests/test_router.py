@@ -67,6 +67,19 @@ def test_full_replica_is_skipped_then_saturation_returns_none():
     assert r.acquire().name == "b-1"
 
 
+def test_slow_transit_on_a_busy_host_is_not_counted_against_the_slice_queue():
+    r = _router({"a-1": 1.0}, max_queue=4)
+    r.observe("a-1", slice_s=0.03, total_s=0.04)  # 10 ms of transit: about the slice's bound
+    assert sum(r.acquire() is not None for _ in range(10)) == 5  # 4 × (30 + 10) / 30
+    for _ in range(30):  # the host stalls: requests spend 0.5 s in transit, 30 ms on the slice
+        r.observe("a-1", slice_s=0.03, total_s=0.53)
+    assert sum(r.acquire() is not None for _ in range(50)) == 4 * 8 - 5  # never over TRANSIT_MAX × bound
+    for _ in range(30):  # a slow slice (its queue grows) admits no more than its bound says
+        r.observe("a-1", slice_s=1.0, total_s=1.01)
+    assert [p["admits"] for p in r.snapshot()] == [4]
+    r.observe("nope", 0.1, 0.2)  # a replica that left the table is ignored
+
+
 def test_zero_share_replica_is_warm_but_unused():
     r = _router({"a-1": 1.0, "b-1": 0.0}, max_queue=1000)  # b started and warming: no traffic yet
     assert set(_route_n(r, 20)) == {"a-1"}

@@ -203,6 +203,7 @@ class Ingress:
                 self._counters.record_failed(service, "saturated")
                 return _unavailable("saturated", f"service {service!r} saturated: every replica queue is full; "
                                                  "retry later")
+            sent = time.perf_counter()
             try:
                 result = await self._call(route.name, body)
             except Exception as exc:  # noqa: BLE001 - a replica died or was deleted: try another
@@ -218,7 +219,9 @@ class Ingress:
         if not result.get("ok"):
             self._counters.record_failed(service, "bad_request")
             return _json_error(int(result.get("status", 400)), result.get("error", "bad request"))
-        latency_s = time.perf_counter() - t0
+        now = time.perf_counter()
+        latency_s = now - t0
+        router.observe(route.name, float(result.get("replica_ms", 0.0)) / 1000.0, now - sent)
         self._counters.record_ok(service, result["variant"], route.name, latency_s,
                                  float(result.get("replica_ms", latency_s * 1000.0)) / 1000.0)
         result.pop("ok", None)

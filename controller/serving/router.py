@@ -19,6 +19,13 @@ Why these rules:
   answers 503 + Retry-After, instead of letting latency grow without limit. With N live ingress
   replicas each admits its 1/N of a replica's bound (N from the control bus, so when one ingress
   replica dies the others take over its share of the bound within a sync period).
+- The bound is on the replica's queue, but the router counts every request it has sent and not
+  yet seen back: those on the slice and those in transit (HTTP, the Ray handle, the response
+  path). On a busy host transit can take longer than the slice itself, and counting it against
+  the slice's bound would turn a host stall into 503s for requests the slice could still serve
+  in time. By Little's law the count splits in proportion to the time spent in each part, so a
+  route admits bound × (slice + transit) / slice, both measured on its recent requests
+  (`Route.observe`), and never more than `TRANSIT_MAX` times its bound.
 Not thread-safe by design: an ingress calls it from its single asyncio event loop.
 """
 from __future__ import annotations
@@ -28,6 +35,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 EJECT_S = 5.0
+TRANSIT_MAX = 8.0  # a route admits at most this many times its bound while transit is slow
+EWMA_WEIGHT = 0.2  # weight of the newest request in a route's slice and transit times
 
 
 @dataclass(frozen=True)
@@ -74,18 +83,37 @@ class Route:
     inflight: int = 0
     bound: int = 1  # this ingress replica's part of the entry's max_queue
     ejected_until: float = 0.0  # after a failed call: skipped until then
+    slice_s: float = 0.0  # recent time of a request on the replica (0: none measured yet)
+    transit_s: float = 0.0  # recent time of a request outside it, from acquire to response
     _current: float = 0.0  # smooth-WRR state
 
     @property
     def name(self) -> str:
         return self.entry.name
 
+    @property
+    def admits(self) -> int:
+        """Requests this ingress may have in flight to the replica: its bound on the replica's
+        queue, plus what transit holds at the same time (module docstring)."""
+        if self.slice_s <= 0.0:
+            return self.bound
+        return math.floor(self.bound * min(TRANSIT_MAX, (self.slice_s + self.transit_s) / self.slice_s))
+
+    def observe(self, slice_s: float, total_s: float) -> None:
+        """One answered request: `slice_s` on the replica (its own report), `total_s` in all."""
+        transit_s = max(0.0, total_s - slice_s)
+        if self.slice_s <= 0.0:
+            self.slice_s, self.transit_s = slice_s, transit_s
+            return
+        self.slice_s += EWMA_WEIGHT * (slice_s - self.slice_s)
+        self.transit_s += EWMA_WEIGHT * (transit_s - self.transit_s)
+
     def has_room(self, now: float) -> bool:
         return self.entry.share > 0 and self.can_take(now)
 
     def can_take(self, now: float) -> bool:
         """Up, not draining, not ejected and under its bound, whatever its share."""
-        return not self.entry.draining and self.inflight < self.bound and now >= self.ejected_until
+        return not self.entry.draining and self.inflight < self.admits and now >= self.ejected_until
 
 
 def queue_bound(throughput_rps: float, sla_ms: float, batch: int) -> int:
@@ -119,7 +147,8 @@ class Router:
             old = self._routes.get(e.name)
             new[e.name] = Route(e, inflight=old.inflight if old else 0,
                                 bound=per_ingress_bound(e.max_queue, self._peers),
-                                ejected_until=old.ejected_until if old else 0.0)
+                                ejected_until=old.ejected_until if old else 0.0,
+                                slice_s=old.slice_s if old else 0.0, transit_s=old.transit_s if old else 0.0)
         self._routes = new
 
     def set_peers(self, ingress_replicas: int) -> None:
@@ -153,6 +182,12 @@ class Router:
         if r is not None and r.inflight > 0:
             r.inflight -= 1
 
+    def observe(self, name: str, slice_s: float, total_s: float) -> None:
+        """An answered request's time on the replica and in all (see `Route.observe`)."""
+        r = self._routes.get(name)
+        if r is not None and slice_s > 0.0:
+            r.observe(slice_s, total_s)
+
     def eject(self, name: str, now: float, seconds: float = EJECT_S) -> None:
         """The replica failed a call: send it nothing for `seconds`."""
         r = self._routes.get(name)
@@ -171,7 +206,7 @@ class Router:
     def snapshot(self) -> list[dict[str, object]]:
         return [
             {"name": r.name, "service": r.entry.service, "variant": r.entry.variant, "share": r.entry.share,
-             "inflight": r.inflight, "max_queue": r.entry.max_queue, "admits": r.bound,
+             "inflight": r.inflight, "max_queue": r.entry.max_queue, "admits": r.admits,
              "draining": r.entry.draining}
             for r in self._routes.values()
         ]
