@@ -10,6 +10,7 @@ from configs.loader import load_services
 from controller.carbon.trace import load_trace
 from controller.cli import main
 from controller.planning.joint import joint_problem, service_view
+from controller.planning.joint_plot import slices_held
 from controller.planning.joint_replay import (
     build_problems,
     default_joint_rate_rps,
@@ -80,6 +81,21 @@ def test_static_split_keeps_each_service_on_its_part(runs):
         assert all({g.gpu_id for g in plan.gpus} == {"gpu0", "gpu1"} for plan in plans)
 
 
+def test_slices_held_never_exceed_what_each_policy_may_use(runs):
+    """The plot's stacked panels: together the services never hold more than the cluster's 14
+    compute slices, on the static split never more than their own GPU's 7, and the joint plan
+    gives each service some capacity every step."""
+    problems, out = runs
+    held = {name: {p.service.name: slices_held(out[name].plans[p.service.name]) for p in problems} for name in out}
+    for name, by_service in held.items():
+        assert all(sum(step) <= 14 for step in zip(*by_service.values())), name
+    for name in ("static-split", "base"):
+        assert all(max(steps) <= 7 for steps in held[name].values())
+    assert all(min(steps) >= 1 for steps in held["ours"].values())
+    for run in out.values():
+        assert sum(run.hourly_carbon_g) == pytest.approx(run.cluster["carbon_g"])
+
+
 def test_static_split_follows_base_need_with_a_gpu_each():
     eight = tuple((f"gpu{i}", "H100-80GB") for i in range(8))
     yolo = default_joint_rate_rps(SERVICES.get("yolo"), eight, PERF, 1)
@@ -93,7 +109,6 @@ def test_static_split_follows_base_need_with_a_gpu_each():
     (["--rate", "yolo=abc"], "yolo=abc"),
     (["--service", "yolo,albert,yolo"], "named twice"),
     (["--rate", "yolo=40,efficientnet=8"], "is not served"),
-    (["--plot", "plots"], "one service only"),
     (["--rate-trace", "albert=no_such_trace"], "--rate-trace 'albert=no_such_trace': rate trace 'no_such_trace'"),
     (["--rate-trace", "efficientnet=azure_llm_2023_conv"], "'efficientnet' is not served"),
     (["--rate-trace", "albert=azure_llm_2023_conv,albert=azure_llm_2023_code"], "'albert' given twice"),
@@ -139,7 +154,10 @@ def test_cli_plays_a_rate_trace_per_service(runs, tmp_path, capsys):
                  "--json", str(traced)]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "yolo: load azure_llm_2023_conv (mean" in out and "albert: load azure_llm_2023_code (mean" in out
-    assert main([*argv, "--json", str(constant)]) == 0
+    plots = tmp_path / "plots"
+    assert main([*argv, "--json", str(constant), "--plot", str(plots)]) == 0
+    assert (plots / "services_slices.png").stat().st_size > 10_000
+    assert (plots / "carbon_per_hour.png").stat().st_size > 10_000
     t, c = json.loads(traced.read_text()), json.loads(constant.read_text())
     assert t["diurnal"] == 2 and c["diurnal"] is None
     for name, trace in (("yolo", "azure_llm_2023_conv"), ("albert", "azure_llm_2023_code")):

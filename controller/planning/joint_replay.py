@@ -68,6 +68,7 @@ class JointRun:
     cluster: Row
     services: dict[str, Row]
     plans: dict[str, list[Plan]]  # per service, the plan it served each step (its view, for joint policies)
+    hourly_carbon_g: list[float]  # the cluster's carbon in each step
 
 
 def default_joint_rate_rps(service: Service, gpus: Gpus, perf: object, n_services: int) -> float:
@@ -199,10 +200,12 @@ def replay_joint(problems: tuple[PlanningProblem, ...], trace: list[float], name
     rows: dict[str, list[Row]] = {}
     plans: dict[str, list[list[Plan]]] = {}
     solve: dict[str, float] = {}
+    hourly: dict[str, list[list[float]]] = {}  # per policy, each service's carbon per step
     for name in (n for n in SPLIT if n in names or n == "base"):
         runs = [by_policy[SPLIT[name]] for by_policy in split]
         rows[name] = [_row(r.summary, len(part)) for r, part in zip(runs, parts)]
         plans[name] = [r.plans for r in runs]
+        hourly[name] = [r.summary["hourly_carbon_g"] for r in runs]
         solve[name] = sum(r.summary["solve_ms_p50"] for r in runs)  # each step decides every part
     for name in (n for n in JOINT if n in names):
         joint, solve_ms = joint_plans(shared.problems, trace, config, name, loads)
@@ -212,11 +215,13 @@ def replay_joint(problems: tuple[PlanningProblem, ...], trace: list[float], name
             compare_to_base({name: s}, by_policy["base"].summary, p.lam)
         rows[name] = [_row(s, len(p.gpus)) for s, p in zip(summaries, problems)]
         plans[name] = [rp.plans for rp in replays]
+        hourly[name] = [s["hourly_carbon_g"] for s in summaries]
         solve[name] = float(np.median(solve_ms))
     out = {}
     for name in [n for n in JOINT_POLICIES if n in rows]:
         cluster = _cluster(rows[name], len(shared.problems[0].gpus), plans[name], solve[name])
-        out[name] = JointRun(cluster, dict(zip(shared.names, rows[name])), dict(zip(shared.names, plans[name])))
+        out[name] = JointRun(cluster, dict(zip(shared.names, rows[name])), dict(zip(shared.names, plans[name])),
+                             [sum(step) for step in zip(*hourly[name])])
     base = out["base"]
     base_ref = carbon_g(base.cluster["energy_j"], REFERENCE_CI, REFERENCE_PUE)
     for run in out.values():

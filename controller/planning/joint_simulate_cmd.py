@@ -1,7 +1,7 @@
 """`controller simulate --service yolo,albert`: several services on one cluster (joint planning
 against a static split of the GPUs), each at a constant rate or playing its own rate trace
 (`--rate-trace yolo=azure_llm_2023_conv,albert=FILE`). Adapter only (arguments, loads, table,
-JSON); the replay is controller/planning/joint_replay.py.
+JSON, plots); the replay is controller/planning/joint_replay.py, the plots joint_plot.py.
 """
 from __future__ import annotations
 
@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from controller.planning.replay import SimConfig
 
 DEFAULT_JOINT_POLICIES = "ours,static-split,clover-sa,base"
-# the plots draw one service's plans and load; several services' would need a figure per service
-SINGLE_ONLY = {"plot": "--plot"}
 COLUMNS: dict[str, tuple[str, str]] = {
     "gpus": ("GPUs", "{:.0f}"), "carbon_g": ("carbon g", "{:.1f}"), "carbon_saving_pct": ("saving %", "{:.2f}"),
     "accuracy": ("accuracy", "{:.3f}"), "accuracy_loss_pct": ("acc loss %", "{:.2f}"),
@@ -105,9 +103,6 @@ def run_joint(args: argparse.Namespace, specs: tuple[ServiceSpec, ...]) -> int:
     from controller.planning.simulate_cmd import DEFAULT_LAMBDA, DEFAULT_POLICIES, replay_inputs
     from models.performance import PerformanceModel
 
-    typed = [flag for dest, flag in SINGLE_ONLY.items() if getattr(args, dest)]
-    if typed:
-        raise UsageError(f"{', '.join(typed)}: plots are drawn for one service only; drop it or simulate one --service")
     policy_text = DEFAULT_JOINT_POLICIES if args.policy == DEFAULT_POLICIES else args.policy
     names = [n.strip() for n in policy_text.split(",") if n.strip()]
     console, err = Console(), Console(stderr=True)
@@ -155,6 +150,15 @@ def run_joint(args: argparse.Namespace, specs: tuple[ServiceSpec, ...]) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2))
         console.print(f"wrote {args.json}")
+    if args.plot:
+        from controller.planning.joint_plot import plot_joint
+        from mig.placement import gpu_type_of
+
+        steps = len(values)
+        rates = {p.service.name: [sl.mean_rps] * steps if sl.load is None
+                 else sl.load.reshape(steps, -1).mean(axis=1).tolist() for p, sl in zip(problems, loads)}
+        for path in plot_joint(args.plot, values, runs, rates, sum(gpu_type_of(t).compute_slices for _, t in gpus)):
+            console.print(f"wrote {path}")
     return 0
 
 

@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window-s", type=float, default=60.0, help="simulated seconds per steady hour (default 60)")
     parser.add_argument("--batch-sizes", default="1,2,4,8", help="batch sizes the planner may use (default 1,2,4,8)")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")
-    parser.add_argument("--plot", type=Path, default=None, help="write PNG plots to this directory (one service only)")
+    parser.add_argument("--plot", type=Path, default=None, help="write PNG plots to this directory")
 
 
 def parse_gpus(spec: str) -> tuple[tuple[str, str], ...]:

@@ -50,15 +50,24 @@ def plot_runs(out_dir: Path, ci: list[float], runs: dict, label: Callable,
     p1 = out_dir / "carbon_config.png"
     fig.savefig(p1, dpi=110, bbox_inches="tight")
     plt.close(fig)
+    return [p1, plot_carbon_per_step(out_dir, {name: runs[name].summary["hourly_carbon_g"] for name in names})]
+
+
+def plot_carbon_per_step(out_dir: Path, carbon: dict[str, list[float]]) -> Path:
+    """Carbon per step of each policy (one service's or the cluster's), on one axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(11, 4))
-    for name in names:
-        ax.plot(hours, runs[name].summary["hourly_carbon_g"], label=name)
+    for name, grams in carbon.items():
+        ax.plot(range(len(grams)), grams, label=name)
     ax.set_xlabel("step (hour of the carbon trace)")
     ax.set_ylabel("gCO2 per step")
     ax.set_title("carbon per step by policy")
     ax.legend()
-    p2 = out_dir / "carbon_per_hour.png"
-    fig.savefig(p2, dpi=110, bbox_inches="tight")
+    path = out_dir / "carbon_per_hour.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return [p1, p2]
+    return path
