@@ -108,6 +108,9 @@ class DeploymentConfig(_Frozen):
     pue: float = Field(1.5, ge=1, allow_inf_nan=False)
     replan_every_s: float = Field(300.0, gt=0, allow_inf_nan=False)
     reconcile_every_s: float = Field(2.0, gt=0, allow_inf_nan=False)
+    drain_timeout_s: float = Field(15.0, ge=0, allow_inf_nan=False)  # longest wait for a slice's requests to finish
+    stuck_after_s: float = Field(60.0, ge=0, allow_inf_nan=False)  # a GPU step waiting this long is given up
+    hold_intervals: int = Field(12, ge=1)  # re-plan intervals a GPU so given up keeps its layout
     execution: Literal["simulated", "real"] = "simulated"
     run_dir: str = Field("runs/controller", min_length=1)
     address: str | None = None  # Ray cluster HOST:PORT; None: start a local cluster

@@ -184,11 +184,24 @@ def test_caller_defaults_sit_between_the_file_and_the_model_defaults(tmp_path):
     assert _from_argv(["--config", str(path), "--trace-start", "18"]).trace_start_h == 18.0
 
 
+def test_rollout_patience_reaches_the_loop_from_the_file_and_the_flags(tmp_path):
+    """How long a drain and a stuck re-partition may take, and how long a given-up GPU is left
+    alone: the loop's settings, set from a deployment file and overridden by flags."""
+    from controller.loop.run_cmd import loop_settings
+
+    default = loop_settings(_from_argv(["--service", "yolo"]))
+    assert (default.drain_timeout_s, default.stuck_after_s, default.hold_intervals) == (15.0, 60.0, 12)
+    path = _file(tmp_path, "services:\n  yolo:\ndrain_timeout_s: 5\nstuck_after_s: 30\nhold_intervals: 4\n")
+    settings = loop_settings(_from_argv(["--config", str(path), "--hold-intervals", "2"]))
+    assert (settings.drain_timeout_s, settings.stuck_after_s, settings.hold_intervals) == (5.0, 30.0, 2)
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--service", "yolo", "--pue", "0.5"], "--pue 0.5: Input should be greater than or equal to 1"),
     (["--service", "yolo", "--ingress-replicas", "0"], "--ingress-replicas 0: Input should be greater than or equal to 1"),
     (["--service", "yolo", "--lambda", "2"], "--lambda '2': Input should be less than or equal to 1"),
     (["--service", "yolo", "--trace-start", "-3"], "--trace-start -3.0: Input should be greater than or equal to 0"),
+    (["--service", "yolo", "--hold-intervals", "0"], "--hold-intervals 0: Input should be greater than or equal to 1"),
     (["--config", str(EXAMPLE_FILE), "--variants", "albert=base"],
      "service 'albert' (from the deployment file and --variants 'albert=base'), field min_accuracy: min_accuracy 85"),
     (["--config", str(EXAMPLE_FILE), "--rate", "resnet=3"], "--rate 'resnet=3': unknown service 'resnet'"),

@@ -1,6 +1,6 @@
 """The control loop with a GPU whose change cannot be made (no spare capacity, no bridge): after
 the bounded wait it keeps that GPU's layout in the desired state and re-plans around it, so the
-plan is reachable and converged instead of waiting for ever. Ray-free (tests/loop_fakes.py)."""
+plan is reachable and converged instead of waiting for ever, also after a restart. Ray-free (tests/loop_fakes.py)."""
 from __future__ import annotations
 
 from controller.carbon.spec import make_source
@@ -40,3 +40,16 @@ def test_a_gpu_that_cannot_change_is_held_and_the_plan_follows(tmp_path):
     assert any("n0/gpu0" in m and "albert" in m for _, m, _ in events.of("error"))
     loop.publish_status()
     assert bus.status["held_gpus"] == ["n0/gpu0"]
+
+    # the controller restarts: the hold is in the desired state, so the new loop neither tries the
+    # split again nor waits it out; the count of intervals left goes on from where it was
+    left = loop.desired.held["n0/gpu0"]
+    again = ControlLoop(settings, events=events, carbon=make_source("constant:300"), fleet=fleet, runtime=runtime,
+                        bus=bus, store=StateStore(tmp_path / "desired.json"))
+    again.reconciler.clock = clock
+    again.start()
+    assert again.held_gpus == ["n0/gpu0"] and again.plan.gpus[0].layout == (P7,)
+    again.handle([ConfigCommand(lam=0.1)])
+    again.step_once()
+    assert again.plan.gpus[0].layout == (P7,) and again.reconcile().outcomes == {}
+    assert again.desired.held == {"n0/gpu0": left}

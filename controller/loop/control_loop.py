@@ -71,7 +71,6 @@ class ControlLoop:
         self._stop = threading.Event()
         self._forced: Plan | None = None
         self._replan_now: str | None = None
-        self._held: dict[str, int] = {}  # GPUs whose step could not be made: timer intervals they keep their layout
         self.capacity: dict[str, Reservation] = {}  # node -> the capacity it holds back and frees (last tick)
         self.routes = Routes(bus, events)
         self.rollout = Rollout(fleet, runtime, self.routes, events)
@@ -167,6 +166,16 @@ class ControlLoop:
         """An operator forced the current plan: only the timer or a config change re-plans."""
         return self.desired is not None and self.desired.pinned
 
+    @property
+    def _held(self) -> dict[str, int]:
+        """GPUs whose step could not be made -> timer intervals they keep their layout (persisted)."""
+        return self.desired.held if self.desired else {}
+
+    def _set_held(self, held: dict[str, int]) -> None:
+        if self.desired is not None and held != self.desired.held:
+            self.desired = replace(self.desired, held=held)
+            self.store.save(self.desired)
+
     def _set_desired(self, plan: Plan, pinned: bool = False) -> None:
         s = self.settings
         base = self.desired or DesiredState(0, None, s.lam, s.sla, self.rate_rps, time.time())
@@ -207,7 +216,7 @@ class ControlLoop:
             reverted = tuple(report.reverted.get(g.gpu_id, g) for g in self.plan.gpus)
             self._set_desired(replace(self.plan, gpus=reverted), pinned=self.pinned)
         if report.held:  # the rest of the plan was sized with those GPUs changed: re-plan around them
-            self._held.update({g: self.settings.hold_intervals for g in report.held})
+            self._set_held({**self._held, **dict.fromkeys(report.held, self.settings.hold_intervals)})
             if not self.pinned:
                 self._replan_now = self._replan_now or "held"
         if set(report.serving_gpus) != set(self.gpus):
@@ -215,7 +224,7 @@ class ControlLoop:
             self.events.event("fleet", f"GPUs changed: lost {sorted(gone)}, found {sorted(new)}; re-planning",
                               lost=sorted(gone), found=sorted(new))
             self.gpus = dict(report.serving_gpus)
-            self._held.clear()  # a GPU that joined may have room to bridge what could not be done
+            self._set_held({})  # a GPU that joined may have room to bridge what could not be done
             self._replan_now = "fleet"
         if any(o is StepOutcome.LOST for o in report.outcomes.values()):
             self._replan_now = "fleet"
@@ -289,7 +298,7 @@ class ControlLoop:
         self.account()
         self.handle_commands()
         self.carbon.read()
-        self._held = {g: n - 1 for g, n in self._held.items() if n > 1}
+        self._set_held({g: n - 1 for g, n in self._held.items() if n > 1})
         self.replan()
         self._replan_now = None
         self.reconcile()

@@ -79,6 +79,8 @@ def loop_settings(config: DeploymentConfig) -> LoopSettings:
     return LoopSettings(first.name, lam[first.name], first.sla_ms, config.replan_every_s, first.rate_rps,
                         pue=config.pue, execution=config.execution, variants=first.variants,
                         reconcile_every_s=config.reconcile_every_s, ingress_replicas=config.ingress_replicas,
+                        drain_timeout_s=config.drain_timeout_s, stuck_after_s=config.stuck_after_s,
+                        hold_intervals=config.hold_intervals,
                         min_accuracy=first.min_accuracy,
                         more_services=tuple(ServiceSettings(s.name, lam[s.name], s.sla_ms, s.rate_rps, s.variants,
                                                             s.min_accuracy) for s in others))
