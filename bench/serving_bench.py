@@ -104,10 +104,11 @@ def start_stack(run_dir: Path, port: int) -> tuple[BusClient, ActorHandle]:
     from controller.serving.control_bus import PlanCommand
     from controller.serving.runtime import init_ray, start_serving
     from gpu_node.agent import AgentConfig, start_agent
+    from gpu_node.setup_cmd import slice_units
 
-    init_ray(local_nodes=(NODE,))
-    agent = start_agent(AgentConfig(NODE, gpus=GPUS, gpu_type=GPU_TYPE, state_dir=str(run_dir / "node-state")),
-                        detached=False)
+    node = AgentConfig(NODE, gpus=GPUS, gpu_type=GPU_TYPE, state_dir=str(run_dir / "node-state"))
+    init_ray(local_nodes=(NODE,), slice_units=slice_units(node))
+    agent = start_agent(node, detached=False)
     bus = start_serving([SERVICE], port=port, ingress_replicas=INGRESS_REPLICAS[0])
     serve.run(plain_app(service_s()), name="plain", route_prefix="/plain")
     # Declared rate above the four replicas' capacity: the controller then spreads traffic in

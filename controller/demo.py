@@ -362,8 +362,9 @@ def _cluster(settings: LoopSettings, services: Sequence[str], node: AgentConfig,
     from controller.loop.assemble import build_loop
     from controller.serving.runtime import init_ray, shutdown, start_serving
     from gpu_node.agent import start_agent
+    from gpu_node.setup_cmd import slice_units
 
-    init_ray(local_nodes=(DEMO_NODE,))
+    init_ray(local_nodes=(node.node,), slice_units=slice_units(node))
     try:
         agent = start_agent(node, detached=False)  # keep the handle: it owns the (non-detached) agent
         bus = start_serving(list(services), port=port, ingress_replicas=settings.ingress_replicas)

@@ -108,6 +108,10 @@ def test_two_services_share_the_demo_gpus(tmp_path):
     assert {r["project_name"] for r in rows} >= {"efficientnet", "albert"}
     assert sum(float(r["emissions"]) for r in rows) * 1000 == pytest.approx(summary["carbon_g"], abs=1e-3)
     assert (tmp_path / "timeline-albert.csv").exists()
+    # the demo's node advertises its GPUs' 14 compute slices to Ray, as `gpu-node setup` would, and
+    # the slices no service uses are given back to other Ray work (issue 11 item 7)
+    capacity = read_events(tmp_path, "capacity")
+    assert capacity and all(e["advertised"] == 14 and e["wanted"] <= 14 for e in capacity)
 
 
 @pytest.mark.parametrize("argv, message", [

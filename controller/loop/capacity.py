@@ -56,8 +56,8 @@ class CapacityLog:
                         "the node advertises no pool, so nothing is held (not started by `gpu-node setup`)")
                 self.events.event("capacity", f"{node}: {r.free_units} {r.resource} units free for other Ray work "
                                               f"({describe_free(r)}); {held}",
-                                  node=node, free=[asdict(s) for s in r.free], wanted=r.wanted, held=r.held,
-                                  pending=r.pending)
+                                  node=node, free=[asdict(s) for s in r.free], advertised=r.advertised,
+                                  wanted=r.wanted, held=r.held, pending=r.pending)
             if r.pending:
                 self.events.event("warning", f"{node}: {r.pending} {r.resource} units Clover needs back are held by "
                                              f"other Ray work; its reservation waits for them (Ray places it as "

@@ -122,6 +122,7 @@ def loop_spec(args: argparse.Namespace) -> tuple[LoopSpec, AgentConfig]:
 
 def run(args: argparse.Namespace) -> int:
     from controller.serving.runtime import init_ray, shutdown, start_serving, stop_serving
+    from gpu_node.setup_cmd import slice_units
 
     try:
         plan = run_plan(args)
@@ -129,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
         if args.detach and not config.address:
             raise ValueError("--detach needs --address: a detached controller must run in a cluster that outlives "
                              "this command (start one with `gpu-node setup --system`)")
-        init_ray(config.address, local_nodes=(LOCAL_NODE,) if args.simulate_node and not config.address else ())
+        node_here = args.simulate_node and not config.address  # this machine is the (simulated) GPU node
+        init_ray(config.address, local_nodes=(LOCAL_NODE,) if node_here else (),
+                 slice_units=slice_units(plan.agent) if node_here else 0)
     except (ConnectionError, ValueError, RuntimeError, UsageError, ConfigError) as exc:  # RuntimeError: profiling
         print(f"controller: {exc}", file=sys.stderr)
         return 2

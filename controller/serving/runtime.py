@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import os
 
-from configs.cluster import NAMESPACE, NODE_RESOURCE_UNITS, check_address, node_resource, ray_env
+from configs.cluster import NAMESPACE, NODE_RESOURCE_UNITS, SLICE_RESOURCE, check_address, node_resource, ray_env
 from controller.serving.control_bus import BusClient, bus_handle
 
 
-def init_ray(address: str | None = None, *, local_nodes: tuple[str, ...] = (), num_cpus: int | None = None) -> None:
-    """Connect to a cluster, or start a local one whose only node also acts as `local_nodes`."""
+def init_ray(address: str | None = None, *, local_nodes: tuple[str, ...] = (), slice_units: int = 0,
+             num_cpus: int | None = None) -> None:
+    """Connect to a cluster, or start a local one whose only node also acts as `local_nodes`.
+
+    `slice_units`: the pool of compute-slice units the local node advertises, as `gpu-node setup`
+    does for a GPU node (`gpu_node.setup_cmd.slice_units`), so that capacity no service needs is
+    given back to Ray here as on a cluster. Give it only when the node acts as one GPU node: the
+    pool is the Ray node's, and each node agent on it would take it for its own."""
     import ray
 
     ray_env()
@@ -22,7 +28,8 @@ def init_ray(address: str | None = None, *, local_nodes: tuple[str, ...] = (), n
         return
     ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
              num_cpus=num_cpus or max(2, os.cpu_count() or 2),
-             resources={node_resource(n): NODE_RESOURCE_UNITS for n in local_nodes})
+             resources={**{node_resource(n): NODE_RESOURCE_UNITS for n in local_nodes},
+                        **({SLICE_RESOURCE: slice_units} if slice_units else {})})
 
 
 def start_serving(services: list[str], *, host: str = "127.0.0.1", port: int = 8000, api_token: str | None = None,
