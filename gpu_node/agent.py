@@ -83,6 +83,7 @@ class NodeAgent:
         self._ray_node_id, session = _ray_context()
         self._lock = threading.Lock()  # one re-partition at a time
         self._hold_lock = threading.Lock()  # one re-size of the held units at a time
+        self._borrow_lock = threading.Lock()  # one borrower picks a free slice at a time
         self.devices = devices or build_devices(cfg, session=session)
         leases = self.devices.leases.path  # the claim is kept beside the leases (in memory where they are)
         self._claims = StateFile(leases.with_name(CLAIMS_FILE) if leases else None, version=CLAIMS_VERSION,
@@ -188,6 +189,18 @@ class NodeAgent:
     def free_slices(self) -> list[FreeSlice]:
         """Slices that no claimed slice overlaps and no live lease holds: other Ray work may use them."""
         return self._free(self.devices.backend.list_gpus())
+
+    def borrow_slice(self, compute_slices: int, owner: str) -> FreeSlice | None:
+        """Lease the smallest free slice with at least `compute_slices` to `owner` (other Ray work,
+        gpu_node/free_capacity.py `borrowed_slice`); None when none is free. One borrower at a
+        time, so two never get the same slice; the owner renews with `acquire_lease`."""
+        with self._borrow_lock:
+            fits = [s for s in self.free_slices() if s.compute_slices >= compute_slices]
+            if not fits:
+                return None
+            chosen = min(fits, key=lambda s: (s.compute_slices, s.gpu, s.start))
+            self.acquire_lease(chosen.gpu, chosen.gi_id, owner)
+            return chosen
 
     def _free(self, gpus: list[GpuInfo]) -> list[FreeSlice]:
         backend = self.devices.backend

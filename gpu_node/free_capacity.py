@@ -30,15 +30,19 @@ Serving is unaffected: replicas never request `clover_mig_slice` (they are pinne
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from configs.cluster import SLICE_RESOURCE, node_resource
 from gpu_node.records import FreeSlice
+from mig.leases import RENEW_EVERY_S
 from mig.placement import compute_slices_of, gpu_type_of, resolve_profile
 from mig.types import GpuInfo, GpuInstance, Layout, Placement, canonical
 
 if TYPE_CHECKING:
+    from ray.actor import ActorHandle
     from ray.util.placement_group import PlacementGroup
 
 CLAIMS_FILE = "claims.json"
@@ -141,14 +145,62 @@ def ray_holder(node: str, ray_node_id: str) -> PlacementGroupHolder | None:
     return PlacementGroupHolder(node, advertised) if advertised else None
 
 
-def free_slices_here() -> list[FreeSlice]:
-    """For a Ray task that was given `clover_mig_slice` units: the free slices of the node it runs on."""
+def _agent_here() -> ActorHandle | None:
+    """The node agent of the Ray node this task or actor runs on (None: no Clover node here)."""
     import ray
 
     from gpu_node.agent import find_agents
 
     here = ray.get_runtime_context().get_node_id()
-    for agent in find_agents().values():
-        if ray.get(agent.info.remote()).ray_node_id == here:
-            return list(ray.get(agent.free_slices.remote()))
-    return []
+    return next((a for a in find_agents().values() if ray.get(a.info.remote()).ray_node_id == here), None)
+
+
+def free_slices_here() -> list[FreeSlice]:
+    """For a Ray task that was given `clover_mig_slice` units: the free slices of the node it runs on."""
+    import ray
+
+    agent = _agent_here()
+    return [] if agent is None else list(ray.get(agent.free_slices.remote()))
+
+
+@contextmanager
+def borrowed_slice(compute_slices: int, owner: str) -> Iterator[FreeSlice]:
+    """For a Ray task or actor given `clover_mig_slice` units: lease a free slice of at least
+    `compute_slices` on the node it runs on while the block runs (run the work with the slice's
+    `env`, e.g. its CUDA_VISIBLE_DEVICES).
+
+    Why a lease as well as the Ray units: the units say how much capacity the work took, not
+    which slice. The lease names the slice, so no other borrower gets it, the agent no longer
+    reports it free, and the node cannot re-partition it under the work (a MIG destroy of a leased
+    slice fails and the controller's step is rolled back, as for one in use by another client).
+    It is renewed every RENEW_EVERY_S by a thread and released when the block ends; a borrower
+    that dies without releasing it stops renewing, and after LEASE_TTL_S the lease is stale and
+    blocks nothing. `owner` names the work in `gpu-node mig leases` and run.log; the controller
+    never releases it (it only sweeps its own replicas' leases).
+
+    Raises LookupError when this Ray node has no Clover agent or no free slice fits."""
+    import ray
+
+    agent = _agent_here()
+    if agent is None:
+        raise LookupError("no Clover node agent on this Ray node: ask for `clover_mig_slice` units so that Ray "
+                          "schedules the work on a GPU node")
+    chosen = ray.get(agent.borrow_slice.remote(compute_slices, owner))
+    if chosen is None:
+        raise LookupError(f"no free slice of {compute_slices} or more compute slices on node "
+                          f"{ray.get(agent.info.remote()).node}: ask for as many `clover_mig_slice` units as the "
+                          "slice needs, so that Ray waits for a node that has them free")
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(RENEW_EVERY_S):
+            ray.get(agent.acquire_lease.remote(chosen.gpu, chosen.gi_id, owner))
+
+    renewer = threading.Thread(target=renew, name=f"lease-{owner}", daemon=True)
+    renewer.start()
+    try:
+        yield chosen
+    finally:
+        done.set()
+        renewer.join()
+        ray.get(agent.release_lease.remote(chosen.gpu, chosen.gi_id, owner))

@@ -5,6 +5,7 @@ The Ray test drives the agent through the controller's own adapter (`RayFleet.cl
 claim the reconciler computes, `claims_of`): a plan that leaves a GPU idle lets a Ray task that
 asks for its units run on that node and learn the free slice; when the plan takes it back, the
 agent's holding waits while other work has the units, and grows back by itself once they are freed.
+A task borrows a free slice by name (`borrowed_slice`: a lease), so no other work gets it.
 """
 from __future__ import annotations
 
@@ -49,6 +50,20 @@ def test_free_slices_follow_the_claim_and_the_leases(tmp_path):
     assert again.reservation().wanted == 14
     again.release_leases(["replica-left-over"])
     assert _free(again) == [(0, "3g.40gb", 4)]
+
+
+def test_a_borrower_gets_the_smallest_free_slice_that_fits_and_no_one_else_does(tmp_path):
+    agent = _agent(tmp_path)
+    agent.claim({0: (P3A,)})  # free: gpu0's 3g@4 and gpu1's 7g
+    assert agent.borrow_slice(8, "too-big") is None
+    first = agent.borrow_slice(2, "job-a")
+    assert (first.gpu, first.profile, first.start) == (0, "3g.40gb", 4)
+    second = agent.borrow_slice(2, "job-b")  # the 3g slice is leased: the next one that fits
+    assert (second.gpu, second.profile) == (1, "7g.80gb")
+    assert agent.borrow_slice(1, "job-c") is None and _free(agent) == []
+    assert agent.reservation().wanted == 14  # borrowed slices are not free: the pool says so
+    agent.release_lease(first.gpu, first.gi_id, "job-a")
+    assert _free(agent) == [(0, "3g.40gb", 4)]
 
 
 ray = pytest.importorskip("ray")
@@ -96,6 +111,43 @@ def _settled(agent, held: int, timeout_s: float = 20.0):
         if r.held == held or time.monotonic() > deadline:
             return r
         time.sleep(0.2)
+
+
+@ray.remote(num_cpus=0, resources={"clover_mig_slice": 3})
+def run_on_a_borrowed_slice() -> tuple[tuple[int, str, str], list[tuple[int, str, int]], list[float]]:
+    """A Ray task as a user would write it: borrow a slice, run with its environment."""
+    from configs.cluster import agent_name
+    from gpu_node.free_capacity import borrowed_slice, free_slices_here
+    from mig.leases import RENEW_EVERY_S
+
+    agent = ray.get_actor(agent_name("gpuA"), namespace="clover")
+
+    def renewed() -> list[float]:
+        return [x.renewed_at for x in ray.get(agent.leases.remote()) if x.owner == "nightly-batch" and not x.stale]
+
+    with borrowed_slice(3, "nightly-batch") as s:
+        free_meanwhile = [(x.gpu, x.profile, x.start) for x in free_slices_here()]
+        first = renewed()
+        time.sleep(RENEW_EVERY_S + 1.0)  # the work runs; the lease is renewed meanwhile
+        return (s.gpu, s.profile, s.env["CUDA_VISIBLE_DEVICES"]), free_meanwhile, [*first, *renewed()]
+
+
+@pytest.mark.slow
+def test_a_task_borrows_a_free_slice_and_gives_it_back(node):
+    agent = node["agent"]
+    _claim({0: [(P3A, "b0"), (P3B, None)], 1: [(P7, None)]})  # gpu0's 3g@4 and gpu1 idle
+    _settled(agent, 4)
+    (gpu, profile, visible), free_meanwhile, renewed = ray.get(run_on_a_borrowed_slice.remote(), timeout=60)
+    assert (gpu, profile) == (0, "3g.40gb") and visible.startswith("MIG-")  # the smallest that fits
+    assert free_meanwhile == [(1, "7g.80gb", 0)]  # leased: no longer free to anyone else
+    assert len(renewed) == 2 and renewed[1] > renewed[0]  # one live lease, renewed while the work ran
+    assert [(s.gpu, s.profile) for s in ray.get(agent.free_slices.remote())] == [(0, "3g.40gb"), (1, "7g.80gb")]
+    assert not [x for x in ray.get(agent.leases.remote()) if x.owner == "nightly-batch"]  # released at the end
+    assert _settled(agent, 4).wanted == 4  # and the pool's units Clover held for it while leased are given back
+    deadline = time.monotonic() + 20
+    while ray.available_resources().get("clover_mig_slice") != 10 and time.monotonic() < deadline:
+        time.sleep(0.2)  # Ray reports units freed by removed placement groups a little later
+    assert ray.available_resources().get("clover_mig_slice") == 10
 
 
 @ray.remote(num_cpus=0, resources={"clover_mig_slice": 7})

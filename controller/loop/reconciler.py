@@ -11,7 +11,8 @@ agents (GPUs and slices), Serve (slice replicas) and the leases, then
     capacity, waiting changes nothing: one is bridged (controller/loop/bridge.py) and taken at
     once, or, with no room for a bridge, given up after `stuck_after_s` (its GPU is `held`);
  4. stops replicas no plan GPU wants any more (orphans), once the rest carries the load;
- 5. releases slice leases whose owner no longer exists in Serve.
+ 5. releases slice leases of Clover replicas that no longer exist in Serve (other Ray work that
+    borrowed a free slice holds its own lease, which lapses by itself if not renewed).
 Before converging it claims, on every node, the slices the plan and the running replicas use; the
 agents give the rest back to the Ray cluster (controller/loop/capacity.py).
 So a restarted controller, a restarted ingress, a killed replica or a returning node agent all
@@ -30,7 +31,7 @@ from controller.loop.rollout import Rollout, StepContext, StepOutcome, leaving, 
 from controller.loop.routes import Routes
 from controller.loop.view import FleetView, GpuState, ReplicaState, actual_gpu_plan, broken_replicas
 from controller.planning.plan import GpuPlan, Plan, diff_gpu
-from controller.serving.replica import ReplicaSpec
+from controller.serving.replica import REPLICA_PREFIX, ReplicaSpec
 from gpu_node.records import Reservation
 
 LEASE_SWEEP_EVERY = 5  # ticks between lease clean-ups (one call per agent)
@@ -224,7 +225,8 @@ class Reconciler:
     def _sweep_leases(self) -> None:
         alive = set(self.runtime.statuses())
         for node, leases in self.fleet.leases().items():
-            dead = sorted({lease.owner for lease in leases if lease.owner not in alive})
+            dead = sorted({lease.owner for lease in leases
+                           if lease.owner.startswith(REPLICA_PREFIX) and lease.owner not in alive})
             if dead:
                 released = self.fleet.release_leases(node, dead)
                 self.events.event("lease", f"released {len(released)} slice leases on {node} whose replicas no "
