@@ -1,11 +1,19 @@
 """The ingress routing rules: exact shares, drain, bounded queues, saturation, declarative sync."""
+import math
 from collections import Counter
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.serving.router import RouteEntry, Router, RoutingTable, per_ingress_bound, queue_bound
+from controller.serving.router import (
+    TRANSIT_STALE_S,
+    RouteEntry,
+    Router,
+    RoutingTable,
+    per_ingress_bound,
+    queue_bound,
+)
 
 
 def _entry(name: str, share: float, max_queue: int = 1000, draining: bool = False) -> RouteEntry:
@@ -69,15 +77,22 @@ def test_full_replica_is_skipped_then_saturation_returns_none():
 
 def test_slow_transit_on_a_busy_host_is_not_counted_against_the_slice_queue():
     r = _router({"a-1": 1.0}, max_queue=4)
-    r.observe("a-1", slice_s=0.03, total_s=0.04)  # 10 ms of transit: about the slice's bound
-    assert sum(r.acquire() is not None for _ in range(10)) == 5  # 4 × (30 + 10) / 30
-    for _ in range(30):  # the host stalls: requests spend 0.5 s in transit, 30 ms on the slice
-        r.observe("a-1", slice_s=0.03, total_s=0.53)
-    assert sum(r.acquire() is not None for _ in range(50)) == 4 * 8 - 5  # never over TRANSIT_MAX × bound
-    for _ in range(30):  # a slow slice (its queue grows) admits no more than its bound says
-        r.observe("a-1", slice_s=1.0, total_s=1.01)
-    assert [p["admits"] for p in r.snapshot()] == [4]
-    r.observe("nope", 0.1, 0.2)  # a replica that left the table is ignored
+    r.observe("a-1", slice_s=0.03, total_s=2.03, now=1.0)  # a cold first answer: transit blended in from 0
+    assert [p["admits"] for p in r.snapshot(1.0)] == [4 * 4]  # (30 ms + 0.4 s) / 30 ms: capped at TRANSIT_MAX
+    for k in range(30):  # then the host is busy: 30 ms on the slice, 10 ms in transit
+        r.observe("a-1", slice_s=0.03, total_s=0.04, now=1.0 + k * 0.1)
+    assert sum(r.acquire(4.0) is not None for _ in range(10)) == 5  # 4 × (30 + 10) / 30
+    for k in range(30):  # a stall: 0.5 s in transit, 30 ms on the slice
+        r.observe("a-1", slice_s=0.03, total_s=0.53, now=4.0 + k * 0.1)
+    assert sum(r.acquire(7.0) is not None for _ in range(50)) == 4 * 4 - 5  # never over TRANSIT_MAX × bound
+    assert [p["admits"] for p in r.snapshot(7.0 + TRANSIT_STALE_S + 1)] == [4]  # no answers for a while: plain bound
+    for k in range(30):  # a slow slice (its queue grows) admits no more than its bound says
+        r.observe("a-1", slice_s=1.0, total_s=1.01, now=20.0 + k)
+    assert [p["admits"] for p in r.snapshot(50.0)] == [4]
+    r.observe("a-1", slice_s=math.inf, total_s=math.inf, now=50.0)  # a bad report changes nothing
+    r.observe("a-1", slice_s=math.nan, total_s=1.0, now=50.0)
+    assert [p["admits"] for p in r.snapshot(50.0)] == [4]
+    r.observe("nope", 0.1, 0.2, now=50.0)  # a replica that left the table is ignored
 
 
 def test_zero_share_replica_is_warm_but_unused():

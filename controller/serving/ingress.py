@@ -221,7 +221,7 @@ class Ingress:
             return _json_error(int(result.get("status", 400)), result.get("error", "bad request"))
         now = time.perf_counter()
         latency_s = now - t0
-        router.observe(route.name, float(result.get("replica_ms", 0.0)) / 1000.0, now - sent)
+        router.observe(route.name, float(result.get("replica_ms", 0.0)) / 1000.0, now - sent, time.monotonic())
         self._counters.record_ok(service, result["variant"], route.name, latency_s,
                                  float(result.get("replica_ms", latency_s * 1000.0)) / 1000.0)
         result.pop("ok", None)
@@ -260,7 +260,7 @@ class Ingress:
             doc: JsonDoc = await asyncio.wait_for(self._bus.status.remote(), BUS_CALL_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - the routing view below is still true
             doc = {"error": f"control bus unavailable: {type(exc).__name__}"}
-        replicas = [r for s in self._served() for r in self._routers[s].snapshot()]
+        replicas = [r for s in self._served() for r in self._routers[s].snapshot(time.monotonic())]
         return JSONResponse({**doc, "replicas": replicas,
                              "ingress": {"id": self._id, "routing_version": self._table.version if self._table else None}})
 

@@ -20,12 +20,16 @@ Why these rules:
   replicas each admits its 1/N of a replica's bound (N from the control bus, so when one ingress
   replica dies the others take over its share of the bound within a sync period).
 - The bound is on the replica's queue, but the router counts every request it has sent and not
-  yet seen back: those on the slice and those in transit (HTTP, the Ray handle, the response
-  path). On a busy host transit can take longer than the slice itself, and counting it against
-  the slice's bound would turn a host stall into 503s for requests the slice could still serve
-  in time. By Little's law the count splits in proportion to the time spent in each part, so a
-  route admits bound × (slice + transit) / slice, both measured on its recent requests
-  (`Route.observe`), and never more than `TRANSIT_MAX` times its bound.
+  yet seen back: those on the slice and those in transit (the Ray handle both ways, the
+  replica's payload check). On a busy host transit can take longer than the slice itself, and
+  counting it against the slice's bound would turn a host stall into 503s for requests the
+  slice could still serve in time. By Little's law the count splits in proportion to the time
+  spent in each part, so a route admits bound × (slice + transit) / slice, both measured on its
+  recent requests (`Route.observe`). Transit is a steady-state allowance, so it is kept small
+  and short-lived: it starts at zero and is blended in (one slow first answer, e.g. a cold
+  handle, does not open the gate), never exceeds `TRANSIT_MAX` times the bound, and is dropped
+  when the route has not been answered for `TRANSIT_STALE_S` (after an idle gap or a stall, a
+  burst meets the plain bound, not a stale allowance).
 Not thread-safe by design: an ingress calls it from its single asyncio event loop.
 """
 from __future__ import annotations
@@ -35,7 +39,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 EJECT_S = 5.0
-TRANSIT_MAX = 8.0  # a route admits at most this many times its bound while transit is slow
+TRANSIT_MAX = 4.0  # a route admits at most this many times its bound while transit is slow
+TRANSIT_STALE_S = 5.0  # the transit allowance lapses when no answer has come back for this long
 EWMA_WEIGHT = 0.2  # weight of the newest request in a route's slice and transit times
 
 
@@ -85,35 +90,39 @@ class Route:
     ejected_until: float = 0.0  # after a failed call: skipped until then
     slice_s: float = 0.0  # recent time of a request on the replica (0: none measured yet)
     transit_s: float = 0.0  # recent time of a request outside it, from acquire to response
+    observed_at: float = -math.inf  # when the last answer came back (monotonic seconds)
     _current: float = 0.0  # smooth-WRR state
 
     @property
     def name(self) -> str:
         return self.entry.name
 
-    @property
-    def admits(self) -> int:
-        """Requests this ingress may have in flight to the replica: its bound on the replica's
-        queue, plus what transit holds at the same time (module docstring)."""
-        if self.slice_s <= 0.0:
+    def admits(self, now: float) -> int:
+        """Requests this ingress may have in flight to the replica at `now`: its bound on the
+        replica's queue, plus what transit holds at the same time (module docstring)."""
+        if self.slice_s <= 0.0 or now - self.observed_at > TRANSIT_STALE_S:
             return self.bound
         return math.floor(self.bound * min(TRANSIT_MAX, (self.slice_s + self.transit_s) / self.slice_s))
 
-    def observe(self, slice_s: float, total_s: float) -> None:
-        """One answered request: `slice_s` on the replica (its own report), `total_s` in all."""
-        transit_s = max(0.0, total_s - slice_s)
-        if self.slice_s <= 0.0:
-            self.slice_s, self.transit_s = slice_s, transit_s
+    def observe(self, slice_s: float, total_s: float, now: float) -> None:
+        """One answered request: `slice_s` on the replica (its own report), `total_s` in all.
+        Values that are not finite and positive are ignored (a replica's bad report must not
+        open or close the gate for good)."""
+        if not (math.isfinite(slice_s) and math.isfinite(total_s) and slice_s > 0.0):
             return
-        self.slice_s += EWMA_WEIGHT * (slice_s - self.slice_s)
+        transit_s = max(0.0, total_s - slice_s)
+        if now - self.observed_at > TRANSIT_STALE_S:
+            self.transit_s = 0.0  # a stale allowance is not carried over: blend it in anew
+        self.slice_s = slice_s if self.slice_s <= 0.0 else self.slice_s + EWMA_WEIGHT * (slice_s - self.slice_s)
         self.transit_s += EWMA_WEIGHT * (transit_s - self.transit_s)
+        self.observed_at = now
 
     def has_room(self, now: float) -> bool:
         return self.entry.share > 0 and self.can_take(now)
 
     def can_take(self, now: float) -> bool:
         """Up, not draining, not ejected and under its bound, whatever its share."""
-        return not self.entry.draining and self.inflight < self.admits and now >= self.ejected_until
+        return not self.entry.draining and self.inflight < self.admits(now) and now >= self.ejected_until
 
 
 def queue_bound(throughput_rps: float, sla_ms: float, batch: int) -> int:
@@ -148,7 +157,8 @@ class Router:
             new[e.name] = Route(e, inflight=old.inflight if old else 0,
                                 bound=per_ingress_bound(e.max_queue, self._peers),
                                 ejected_until=old.ejected_until if old else 0.0,
-                                slice_s=old.slice_s if old else 0.0, transit_s=old.transit_s if old else 0.0)
+                                slice_s=old.slice_s if old else 0.0, transit_s=old.transit_s if old else 0.0,
+                                observed_at=old.observed_at if old else -math.inf)
         self._routes = new
 
     def set_peers(self, ingress_replicas: int) -> None:
@@ -182,11 +192,11 @@ class Router:
         if r is not None and r.inflight > 0:
             r.inflight -= 1
 
-    def observe(self, name: str, slice_s: float, total_s: float) -> None:
+    def observe(self, name: str, slice_s: float, total_s: float, now: float) -> None:
         """An answered request's time on the replica and in all (see `Route.observe`)."""
         r = self._routes.get(name)
-        if r is not None and slice_s > 0.0:
-            r.observe(slice_s, total_s)
+        if r is not None:
+            r.observe(slice_s, total_s, now)
 
     def eject(self, name: str, now: float, seconds: float = EJECT_S) -> None:
         """The replica failed a call: send it nothing for `seconds`."""
@@ -203,10 +213,10 @@ class Router:
         r = self._routes.get(name)
         return r.inflight if r else 0
 
-    def snapshot(self) -> list[dict[str, object]]:
+    def snapshot(self, now: float) -> list[dict[str, object]]:
         return [
             {"name": r.name, "service": r.entry.service, "variant": r.entry.variant, "share": r.entry.share,
-             "inflight": r.inflight, "max_queue": r.entry.max_queue, "admits": r.admits,
+             "inflight": r.inflight, "max_queue": r.entry.max_queue, "admits": r.admits(now),
              "draining": r.entry.draining}
             for r in self._routes.values()
         ]
