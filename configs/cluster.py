@@ -14,6 +14,9 @@ from pathlib import Path
 
 NAMESPACE = "clover"
 AGENT_PREFIX = "clover-agent-"
+# Every slice-replica Serve application's name starts so; it also owns the replica's slice lease,
+# which is how the controller tells its own leases from those of other work that borrowed a slice.
+REPLICA_PREFIX = "replica-"
 
 
 def agent_name(node: str) -> str:

@@ -83,7 +83,6 @@ class NodeAgent:
         self._ray_node_id, session = _ray_context()
         self._lock = threading.Lock()  # one re-partition at a time
         self._hold_lock = threading.Lock()  # one re-size of the held units at a time
-        self._borrow_lock = threading.Lock()  # one borrower picks a free slice at a time
         self.devices = devices or build_devices(cfg, session=session)
         leases = self.devices.leases.path  # the claim is kept beside the leases (in memory where they are)
         self._claims = StateFile(leases.with_name(CLAIMS_FILE) if leases else None, version=CLAIMS_VERSION,
@@ -159,6 +158,10 @@ class NodeAgent:
         if (gpu, gi_id) not in held:  # a slice newly in use is no longer free
             self.reservation()
 
+    def renew_lease(self, gpu: int, gi_id: int, owner: str) -> bool:
+        """Renew a lease that exists (a borrower's); False when it lapsed and was dropped."""
+        return self.devices.leases.renew(gpu, gi_id, owner)
+
     def release_lease(self, gpu: int, gi_id: int, owner: str) -> None:
         self.devices.leases.release(gpu, gi_id, owner)
         self.reservation()
@@ -193,8 +196,9 @@ class NodeAgent:
     def borrow_slice(self, compute_slices: int, owner: str) -> FreeSlice | None:
         """Lease the smallest free slice with at least `compute_slices` to `owner` (other Ray work,
         gpu_node/free_capacity.py `borrowed_slice`); None when none is free. One borrower at a
-        time, so two never get the same slice; the owner renews with `acquire_lease`."""
-        with self._borrow_lock:
+        time, and none while a re-partition runs (the slice handed out is the one leased); the
+        owner renews with `renew_lease`."""
+        with self._lock:
             fits = [s for s in self.free_slices() if s.compute_slices >= compute_slices]
             if not fits:
                 return None

@@ -30,14 +30,15 @@ Serving is unaffected: replicas never request `clover_mig_slice` (they are pinne
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from configs.cluster import SLICE_RESOURCE, node_resource
+from configs.cluster import REPLICA_PREFIX, SLICE_RESOURCE, node_resource
 from gpu_node.records import FreeSlice
-from mig.leases import RENEW_EVERY_S
+from mig.leases import LEASE_TTL_S, RENEW_EVERY_S
 from mig.placement import compute_slices_of, gpu_type_of, resolve_profile
 from mig.types import GpuInfo, GpuInstance, Layout, Placement, canonical
 
@@ -49,6 +50,9 @@ CLAIMS_FILE = "claims.json"
 CLAIMS_VERSION = 1
 PLACED = "CREATED"  # a placement group's state once its bundle is reserved on the node
 NODE_SHARE = 0.001  # of `clover_node_<node>` per group: what pins it to its node
+AGENT_TIMEOUT_S = 30.0  # longest wait for the node agent in a borrower's calls
+
+log = logging.getLogger(__name__)
 
 
 def gpu_units(gpu: GpuInfo) -> int:
@@ -163,6 +167,10 @@ def free_slices_here() -> list[FreeSlice]:
     return [] if agent is None else list(ray.get(agent.free_slices.remote()))
 
 
+class SliceLeaseLost(RuntimeError):
+    """A borrowed slice's lease could not be kept: the slice may have been re-partitioned."""
+
+
 @contextmanager
 def borrowed_slice(compute_slices: int, owner: str) -> Iterator[FreeSlice]:
     """For a Ray task or actor given `clover_mig_slice` units: lease a free slice of at least
@@ -176,31 +184,57 @@ def borrowed_slice(compute_slices: int, owner: str) -> Iterator[FreeSlice]:
     It is renewed every RENEW_EVERY_S by a thread and released when the block ends; a borrower
     that dies without releasing it stops renewing, and after LEASE_TTL_S the lease is stale and
     blocks nothing. `owner` names the work in `gpu-node mig leases` and run.log; the controller
-    never releases it (it only sweeps its own replicas' leases).
+    never releases it (it only sweeps its own replicas' leases, named `replica-...`).
 
-    Raises LookupError when this Ray node has no Clover agent or no free slice fits."""
+    A renewal that fails (the agent restarting) is logged and tried again; a lease found gone
+    (lapsed, then dropped) is not taken again, since its GI id may name a new slice by then: the
+    block's end raises SliceLeaseLost. Raises LookupError when this Ray node has no Clover agent
+    or no free slice fits, ValueError for an owner name Clover's replicas use."""
     import ray
 
+    if not owner or owner.startswith(REPLICA_PREFIX):
+        raise ValueError(f"borrowed_slice owner {owner!r}: give a non-empty name that does not start with "
+                         f"{REPLICA_PREFIX!r} (Clover's replicas' leases are named so and swept by the controller)")
     agent = _agent_here()
     if agent is None:
         raise LookupError("no Clover node agent on this Ray node: ask for `clover_mig_slice` units so that Ray "
                           "schedules the work on a GPU node")
-    chosen = ray.get(agent.borrow_slice.remote(compute_slices, owner))
+    chosen = ray.get(agent.borrow_slice.remote(compute_slices, owner), timeout=AGENT_TIMEOUT_S)
     if chosen is None:
         raise LookupError(f"no free slice of {compute_slices} or more compute slices on node "
-                          f"{ray.get(agent.info.remote()).node}: ask for as many `clover_mig_slice` units as the "
-                          "slice needs, so that Ray waits for a node that has them free")
-    done = threading.Event()
+                          f"{ray.get(agent.info.remote(), timeout=AGENT_TIMEOUT_S).node}: ask for as many "
+                          "`clover_mig_slice` units as the slice needs, so that Ray waits for a node that has them free")
+    done, lost = threading.Event(), threading.Event()
 
     def renew() -> None:
         while not done.wait(RENEW_EVERY_S):
-            ray.get(agent.acquire_lease.remote(chosen.gpu, chosen.gi_id, owner))
+            try:
+                kept = ray.get(agent.renew_lease.remote(chosen.gpu, chosen.gi_id, owner), timeout=AGENT_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - an agent restarting: the next period tries again
+                log.warning("lease of %s on GPU %d GI %d not renewed (%s); trying again", owner, chosen.gpu,
+                            chosen.gi_id, exc)
+                continue
+            if not kept:
+                lost.set()
+                return
 
     renewer = threading.Thread(target=renew, name=f"lease-{owner}", daemon=True)
     renewer.start()
+    failed = False
     try:
         yield chosen
+    except BaseException:
+        failed = True
+        raise
     finally:
         done.set()
-        renewer.join()
-        ray.get(agent.release_lease.remote(chosen.gpu, chosen.gi_id, owner))
+        renewer.join(timeout=AGENT_TIMEOUT_S)
+        try:
+            ray.get(agent.release_lease.remote(chosen.gpu, chosen.gi_id, owner), timeout=AGENT_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - not released: it lapses after LEASE_TTL_S by itself
+            log.warning("lease of %s on GPU %d GI %d not released (%s); it lapses by itself", owner, chosen.gpu,
+                        chosen.gi_id, exc)
+    if lost.is_set() and not failed:
+        raise SliceLeaseLost(f"{owner}: the lease on GPU {chosen.gpu} GI {chosen.gi_id} ({chosen.profile}) lapsed "
+                             f"while the work ran (no renewal for {LEASE_TTL_S:.0f} s); the slice may have been re-partitioned "
+                             "under it")

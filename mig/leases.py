@@ -95,6 +95,16 @@ class LeaseBook:
             lease = _Lease(gpu, gi_id, owner, self._clock(), self.session)
             leases[lease.key] = lease
 
+    def renew(self, gpu: int, gi_id: int, owner: str) -> bool:
+        """Renew `owner`'s lease on a slice if it still exists; False when it does not (it lapsed
+        and was dropped, perhaps with the slice: a GI id may since name a new slice)."""
+        with self._file.transaction() as leases:
+            if (gpu, gi_id, owner) not in leases:
+                return False
+            lease = _Lease(gpu, gi_id, owner, self._clock(), self.session)
+            leases[lease.key] = lease
+            return True
+
     def release(self, gpu: int, gi_id: int, owner: str) -> None:
         """Drop `owner`'s lease on a slice (idempotent: releasing twice is fine)."""
         with self._file.transaction() as leases:

@@ -62,8 +62,20 @@ def test_a_borrower_gets_the_smallest_free_slice_that_fits_and_no_one_else_does(
     assert (second.gpu, second.profile) == (1, "7g.80gb")
     assert agent.borrow_slice(1, "job-c") is None and _free(agent) == []
     assert agent.reservation().wanted == 14  # borrowed slices are not free: the pool says so
+    assert agent.renew_lease(first.gpu, first.gi_id, "job-a")
     agent.release_lease(first.gpu, first.gi_id, "job-a")
     assert _free(agent) == [(0, "3g.40gb", 4)]
+    # a lease that is gone is not taken again by a renewal: its GI id may name a new slice by now
+    assert not agent.renew_lease(first.gpu, first.gi_id, "job-a") and _free(agent) == [(0, "3g.40gb", 4)]
+
+
+@pytest.mark.parametrize("owner", ["", "replica-n0-g0-3g40gbs4-yolo-yolo11n-b1"])
+def test_a_borrower_may_not_take_a_name_clover_sweeps(owner):
+    from gpu_node.free_capacity import borrowed_slice
+
+    with pytest.raises(ValueError, match="does not start with 'replica-'"):
+        with borrowed_slice(1, owner):
+            pass
 
 
 ray = pytest.importorskip("ray")

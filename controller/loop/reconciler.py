@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from configs.cluster import REPLICA_PREFIX
 from controller.loop.bridge import BridgeSlice, describe_bridge, plan_bridge, rooms_of
 from controller.loop.capacity import CapacityLog, claims_of
 from controller.loop.ports import EventSink, Fleet, ReplicaRuntime
@@ -31,7 +32,7 @@ from controller.loop.rollout import Rollout, StepContext, StepOutcome, leaving, 
 from controller.loop.routes import Routes
 from controller.loop.view import FleetView, GpuState, ReplicaState, actual_gpu_plan, broken_replicas
 from controller.planning.plan import GpuPlan, Plan, diff_gpu
-from controller.serving.replica import REPLICA_PREFIX, ReplicaSpec
+from controller.serving.replica import ReplicaSpec
 from gpu_node.records import Reservation
 
 LEASE_SWEEP_EVERY = 5  # ticks between lease clean-ups (one call per agent)

@@ -13,9 +13,9 @@ import time
 from ray import serve
 from ray.serve.schema import ApplicationStatus
 
-from configs.cluster import node_resource
+from configs.cluster import REPLICA_PREFIX, node_resource
 from controller.loop.view import RUNNING, ReplicaState
-from controller.serving.replica import REPLICA_CPUS, REPLICA_PREFIX, ReplicaSpec, replica_app
+from controller.serving.replica import REPLICA_CPUS, ReplicaSpec, replica_app
 
 log = logging.getLogger(__name__)
 

@@ -34,11 +34,11 @@ from typing import Any
 
 from ray import serve
 
+from configs.cluster import REPLICA_PREFIX
 from controller.serving.batcher import GreedyBatcher
 from controller.serving.slice_clock import SliceClock
 from mig.leases import RENEW_EVERY_S
 
-REPLICA_PREFIX = "replica-"  # every slice-replica application name starts so
 REPLICA_CPUS = 0.05  # fractional so a 2-core demo machine holds 14 replicas
 MAX_ONGOING = 256  # Serve's default (5) throttles a replica to ~15 req/s; the router bounds queues
 

@@ -60,7 +60,7 @@ def stop_serving() -> None:
     import ray
     from ray import serve
 
-    from controller.serving.replica import REPLICA_PREFIX
+    from configs.cluster import REPLICA_PREFIX
 
     for name in serve.status().applications:
         if name.startswith(REPLICA_PREFIX) or name == "clover":
