@@ -145,6 +145,16 @@ class DeploymentConfig(_Frozen):
             raise ValueError(f"service {', '.join(map(repr, twice))} listed twice; list each service once")
         return services
 
+    @field_validator("trace_start_h")
+    @classmethod
+    def _trace_start_needs_a_trace(cls, hours: float, info: ValidationInfo) -> float:
+        """(Fields validate in order: `carbon_source` is known here.) Only a trace has hours to skip."""
+        source = info.data.get("carbon_source", "")
+        if hours and not source.startswith("trace:"):
+            raise ValueError(f"{hours:g} hours into {source!r}: only a `trace:` carbon source can start later; "
+                             "drop trace_start_h (--trace-start) or use a trace")
+        return hours
+
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.services)

@@ -201,6 +201,8 @@ def test_rollout_patience_reaches_the_loop_from_the_file_and_the_flags(tmp_path)
     (["--service", "yolo", "--ingress-replicas", "0"], "--ingress-replicas 0: Input should be greater than or equal to 1"),
     (["--service", "yolo", "--lambda", "2"], "--lambda '2': Input should be less than or equal to 1"),
     (["--service", "yolo", "--trace-start", "-3"], "--trace-start -3.0: Input should be greater than or equal to 0"),
+    (["--service", "yolo", "--carbon-source", "constant:300", "--trace-start", "3"],
+     "--trace-start 3.0: 3 hours into 'constant:300': only a `trace:` carbon source can start later"),
     (["--service", "yolo", "--hold-intervals", "0"], "--hold-intervals 0: Input should be greater than or equal to 1"),
     (["--config", str(EXAMPLE_FILE), "--variants", "albert=base"],
      "service 'albert' (from the deployment file and --variants 'albert=base'), field min_accuracy: min_accuracy 85"),

@@ -62,8 +62,8 @@ class DesiredState:
     def from_json(cls, d: dict) -> DesiredState:
         return cls(int(d["version"]), Plan.from_json(d["plan"]) if d.get("plan") else None, float(d["lambda"]),
                    float(d["sla_ms"]), float(d["rate_rps"]), float(d["updated_at"]), bool(d.get("pinned", False)),
-                   {str(k): float(v) for k, v in d.get("rates", {}).items()},
-                   {str(k): int(v) for k, v in d.get("held", {}).items()})
+                   {str(k): float(v) for k, v in (d.get("rates") or {}).items()},
+                   {str(k): int(v) for k, v in (d.get("held") or {}).items()})
 
 
 class StateStore:
