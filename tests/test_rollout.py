@@ -218,3 +218,16 @@ def test_claims_go_out_before_the_gpus_change_and_waiting_for_capacity_is_said_o
     stack.fleet.reservations = {"n1": Reservation("clover_mig_slice", 7, 4, 4, 0, (free,))}
     stack.reconcile(plan(gpu("n0/gpu0", (P7, "yolo11x", 8)), gpu("n1/gpu0", (P4, "yolo11l", 8), (P3, None, 1))))
     assert "3 clover_mig_slice units free for other Ray work (gpu0 3g.40gb@4)" in stack.events.of("capacity")[-1][1]
+
+
+def test_what_a_tick_applied_is_counted_for_the_services_it_touched():
+    """Metrics per service: gpu0 moved a slice from yolo to albert (a layout change, counted once,
+    for both services' plan changes), gpu1 swapped yolo's variant (albert's replicas there did
+    not change: not counted for albert), gpu2 changed with one service's plan (service "")."""
+    from controller.loop.reconciler import ReconcileReport
+    from controller.loop.view import FleetView
+
+    report = ReconcileReport(FleetView(), layout_changes=["gpu0", "gpu2"], variant_swaps=["gpu1"],
+                             services_changed={"gpu0": ("albert", "yolo"), "gpu1": ("yolo",), "gpu2": ("",)})
+    assert report.applied_by_service("yolo") == {"albert": ({"gpu0": 1}, 0), "yolo": ({"gpu2": 1}, 1)}
+    assert ReconcileReport(FleetView(), variant_swaps=["gpu1"]).applied_by_service("yolo") == {"yolo": ({}, 1)}

@@ -184,23 +184,9 @@ class ControlLoop:
 
     # -- converging -------------------------------------------------------------------------------
     def _count_applied(self, report: ReconcileReport) -> None:
-        """The metrics of what this tick applied, per service: each service a changed GPU now
-        serves counts it (a GPU left without replicas counts for the first service), and each
-        GPU's MIG layout change is counted once, under the first service that claims it."""
-        gpus = {g.gpu_id: g for g in self.plan.gpus} if self.plan else {}
-        first = self.workload.names[0]
-        claims: dict[str, list[str]] = {}
-        for gpu in (*report.layout_changes, *report.variant_swaps):
-            g = gpus.get(gpu)
-            served = sorted({s.service or first for s in g.slices if s.variant}) if g else []
-            for name in served or [first]:
-                claims.setdefault(name, []).append(gpu)
-        counted: set[str] = set()
-        for name, changed in claims.items():
-            layouts = {g: 1 for g in changed if g in report.layout_changes and g not in counted}
-            counted.update(layouts)
-            self.totals.plan_applied(name, layout_changes=layouts,
-                                     variant_swaps=sum(g in report.variant_swaps for g in changed))
+        """The metrics of what this tick applied, per service (`ReconcileReport.applied_by_service`)."""
+        for name, (layouts, swaps) in report.applied_by_service(self.workload.names[0]).items():
+            self.totals.plan_applied(name, layout_changes=layouts, variant_swaps=swaps)
 
     def reconcile(self) -> ReconcileReport:
         plan_id = self.desired.version if self.desired else 0

@@ -49,12 +49,31 @@ class ReconcileReport:
     held: dict[str, tuple[str, ...]] = field(default_factory=dict)
     layout_changes: list[str] = field(default_factory=list)  # GPUs whose MIG layout changed this tick
     variant_swaps: list[str] = field(default_factory=list)  # GPUs that swapped variants on kept slices
+    # per GPU changed this tick, the services whose replicas stopped or started there ("": the plan's one)
+    services_changed: dict[str, tuple[str, ...]] = field(default_factory=dict)
     serving_gpus: dict[str, str] = field(default_factory=dict)  # gpu_id -> type: GPUs the next plan may use
     capacity: dict[str, Reservation] = field(default_factory=dict)  # node -> what it holds back and frees
 
     @property
     def converged(self) -> bool:
         return all(o is StepOutcome.DONE for o in self.outcomes.values())
+
+    def applied_by_service(self, first: str) -> dict[str, tuple[dict[str, int], int]]:
+        """What this tick applied, per service: (MIG layout changes per GPU, variant swaps). A
+        changed GPU counts for each service whose replicas stopped or started on it (a service
+        moved off it too; `first` when none did, or for the plan's one service), and each GPU's
+        layout change is counted once, under the first service that claims it."""
+        claims: dict[str, list[str]] = {}
+        for gpu in (*self.layout_changes, *self.variant_swaps):
+            for name in dict.fromkeys(s or first for s in self.services_changed.get(gpu, ())) or [first]:
+                claims.setdefault(name, []).append(gpu)
+        counted: set[str] = set()
+        out: dict[str, tuple[dict[str, int], int]] = {}
+        for name, changed in claims.items():
+            layouts = {g: 1 for g in changed if g in self.layout_changes and g not in counted}
+            counted.update(layouts)
+            out[name] = (layouts, sum(g in self.variant_swaps for g in changed))
+        return out
 
 
 class Reconciler:
@@ -148,6 +167,7 @@ class Reconciler:
         report.outcomes[g.gpu_id] = outcome
         if outcome is StepOutcome.DONE:
             (report.layout_changes if c.layout_changes else report.variant_swaps).append(g.gpu_id)
+            report.services_changed[g.gpu_id] = tuple(sorted({s.service for s in (*c.stop, *c.starts)}))
         if outcome in (StepOutcome.ROLLED_BACK, StepOutcome.FAILED):
             now = self.fleet.observe().gpus.get(g.gpu_id)
             if now is not None:
