@@ -37,28 +37,33 @@ def describe_free(r: Reservation) -> str:
     return ", ".join(f"gpu{s.gpu} {s.profile}@{s.start}" for s in r.free) or "none"
 
 
+# Reconcile ticks a node's holding may stay short before run.log says other work holds the units:
+# a placement group just created is pending until Ray places it (seconds on a busy host), which is
+# not other work holding anything.
+PENDING_TICKS = 3
+
+
 class CapacityLog:
     """Says in run.log when a node's free capacity changes, and once when Clover waits for units."""
 
     def __init__(self, events: EventSink) -> None:
         self.events = events
-        self._seen: dict[str, tuple[tuple[tuple[int, int], ...], int]] = {}  # node -> (free slices, pending)
+        self._free: dict[str, tuple[tuple[int, int], ...]] = {}  # node -> its free slices last said
+        self._pending: dict[str, int] = {}  # node -> reconcile ticks its holding has been short in a row
 
     def note(self, reservations: dict[str, Reservation]) -> None:
         for node, r in sorted(reservations.items()):
-            key = (tuple((s.gpu, s.gi_id) for s in r.free), r.pending)
-            if self._seen.get(node) == key:
-                continue
-            before = self._seen.get(node)
-            self._seen[node] = key
-            if before is None or before[0] != key[0]:
+            key = tuple((s.gpu, s.gi_id) for s in r.free)
+            if self._free.get(node) != key:
+                self._free[node] = key
                 held = (f"Clover holds {r.held} of {r.wanted}" if r.advertised else
                         "the node advertises no pool, so nothing is held (not started by `gpu-node setup`)")
                 self.events.event("capacity", f"{node}: {r.free_units} {r.resource} units free for other Ray work "
                                               f"({describe_free(r)}); {held}",
                                   node=node, free=[asdict(s) for s in r.free], advertised=r.advertised,
                                   wanted=r.wanted, held=r.held, pending=r.pending)
-            if r.pending:
+            self._pending[node] = self._pending.get(node, 0) + 1 if r.pending else 0
+            if self._pending[node] == PENDING_TICKS:
                 self.events.event("warning", f"{node}: {r.pending} {r.resource} units Clover needs back are held by "
                                              f"other Ray work; its reservation waits for them (Ray places it as "
                                              f"soon as they are freed) and the plan goes ahead",
