@@ -104,7 +104,7 @@ def start_stack(run_dir: Path, port: int) -> tuple[BusClient, ActorHandle]:
     from controller.serving.control_bus import PlanCommand
     from controller.serving.runtime import init_ray, start_serving
     from gpu_node.agent import AgentConfig, start_agent
-    from gpu_node.setup_cmd import slice_units
+    from gpu_node.free_capacity import slice_units
 
     node = AgentConfig(NODE, gpus=GPUS, gpu_type=GPU_TYPE, state_dir=str(run_dir / "node-state"))
     init_ray(local_nodes=(NODE,), slice_units=slice_units(node))

@@ -362,7 +362,7 @@ def _cluster(settings: LoopSettings, services: Sequence[str], node: AgentConfig,
     from controller.loop.assemble import build_loop
     from controller.serving.runtime import init_ray, shutdown, start_serving
     from gpu_node.agent import start_agent
-    from gpu_node.setup_cmd import slice_units
+    from gpu_node.free_capacity import slice_units
 
     init_ray(local_nodes=(node.node,), slice_units=slice_units(node))
     try:

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from ray.actor import ActorHandle
     from ray.util.placement_group import PlacementGroup
 
+    from gpu_node.devices import AgentConfig
+
 CLAIMS_FILE = "claims.json"
 CLAIMS_VERSION = 1
 PLACED = "CREATED"  # a placement group's state once its bundle is reserved on the node
@@ -66,6 +68,15 @@ def gpu_units(gpu: GpuInfo) -> int:
 def node_units(gpus: list[GpuInfo]) -> int:
     """The pool a node advertises at `ray start`."""
     return sum(gpu_units(g) for g in gpus)
+
+
+def slice_units(cfg: AgentConfig) -> int:
+    """The pool of the node `cfg` describes, before its agent starts (`gpu-node setup`, or a local
+    cluster acting as that node): every GPU its partition backend lists."""
+    from gpu_node.devices import partition_backend
+    from mig.leases import LeaseBook
+
+    return node_units(partition_backend(cfg, LeaseBook()).list_gpus())
 
 
 def _slots(start: int, size: int) -> set[int]:

@@ -122,15 +122,6 @@ def print_summary(info: NodeInfo, address: str, warnings: list[str]) -> None:
     c.print(f"agent: clover-agent-{info.node} (namespace clover), resource {info.resource}")
 
 
-def slice_units(cfg: AgentConfig) -> int:
-    """The node's pool of compute-slice units: every GPU its partition backend lists."""
-    from gpu_node.devices import partition_backend
-    from gpu_node.free_capacity import node_units
-    from mig.leases import LeaseBook
-
-    return node_units(partition_backend(cfg, LeaseBook()).list_gpus())
-
-
 def check_node(cfg: AgentConfig) -> NodeReport:
     """The checks for this node: its simulated backend, or NVML (and the MPS daemon for MPS)."""
     from gpu_node.devices import mps_daemon, partition_backend
@@ -145,6 +136,7 @@ def check_node(cfg: AgentConfig) -> NodeReport:
 
 def run(args: argparse.Namespace) -> int:
     from configs.cluster import check_address, node_name, node_resources, ray_env
+    from gpu_node.free_capacity import slice_units
 
     if not args.system:
         print("gpu-node setup: add --system to set this machine up as a Clover GPU node "

@@ -122,7 +122,7 @@ def loop_spec(args: argparse.Namespace) -> tuple[LoopSpec, AgentConfig]:
 
 def run(args: argparse.Namespace) -> int:
     from controller.serving.runtime import init_ray, shutdown, start_serving, stop_serving
-    from gpu_node.setup_cmd import slice_units
+    from gpu_node.free_capacity import slice_units
 
     try:
         plan = run_plan(args)

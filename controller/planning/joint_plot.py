@@ -13,7 +13,7 @@ from pathlib import Path
 
 from controller.planning.joint_replay import JointRun
 from controller.planning.plan import Plan
-from controller.planning.simulate_plot import plot_carbon_per_step
+from controller.planning.simulate_plot import plot_carbon_per_step, pyplot
 from mig.placement import compute_slices_of
 
 
@@ -27,10 +27,7 @@ def plot_joint(out_dir: Path, ci: Sequence[float], runs: Mapping[str, JointRun],
                step_rates: Mapping[str, Sequence[float]], cluster_slices: int) -> list[Path]:
     """`step_rates`: each service's offered mean rate per step; `cluster_slices`: the compute
     slices of all the GPUs (the top of every policy's panel)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out_dir.mkdir(parents=True, exist_ok=True)
     services, names = list(step_rates), list(runs)

@@ -152,11 +152,12 @@ def run_joint(args: argparse.Namespace, specs: tuple[ServiceSpec, ...]) -> int:
         console.print(f"wrote {args.json}")
     if args.plot:
         from controller.planning.joint_plot import plot_joint
+        from controller.planning.replay_load import step_means
         from mig.placement import gpu_type_of
 
         steps = len(values)
-        rates = {p.service.name: [sl.mean_rps] * steps if sl.load is None
-                 else sl.load.reshape(steps, -1).mean(axis=1).tolist() for p, sl in zip(problems, loads)}
+        rates = {p.service.name: [sl.mean_rps] * steps if sl.load is None else step_means(sl.load, steps)
+                 for p, sl in zip(problems, loads)}
         for path in plot_joint(args.plot, values, runs, rates, sum(gpu_type_of(t).compute_slices for _, t in gpus)):
             console.print(f"wrote {path}")
     return 0

@@ -44,6 +44,11 @@ def traffic(shape: RateTrace, start: datetime, busiest_rps: float, steps: int, c
     return np.asarray(shape.with_peak(busiest_rps, duration, minute_s).binned(config.bin_s, duration))
 
 
+def step_means(load: np.ndarray, steps: int) -> list[float]:
+    """The mean rate of each step of a load (expected rate per bin, the bins of `steps` equal steps)."""
+    return load.reshape(steps, -1).mean(axis=1).tolist()
+
+
 def default_rate_rps(service, gpus, perf, fraction: float = 0.5) -> float:
     """`fraction` of Base's capacity (base variant, whole GPU, batch 1, summed over GPUs):
     Base then runs at 50 % utilisation and its p95 (the default SLA) is a sensible target."""

@@ -219,9 +219,10 @@ def run(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(out, indent=2))
         console.print(f"wrote {args.json}")
     if args.plot:
+        from controller.planning.replay_load import step_means
         from controller.planning.simulate_plot import plot_runs
 
-        step_rates = None if load is None else load.reshape(len(values), -1).mean(axis=1).tolist()
+        step_rates = None if load is None else step_means(load, len(values))
         for path in plot_runs(args.plot, values, runs, plan_label, step_rates, args.step_s):
             console.print(f"wrote {path}")
     return 0

@@ -3,17 +3,26 @@ chosen configuration over time, and carbon per step by policy."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
+
+
+def pyplot() -> ModuleType:
+    """matplotlib.pyplot on the file-only Agg backend (no display here or in CI), imported only
+    when a plot is drawn (a heavy import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_runs(out_dir: Path, ci: list[float], runs: dict, label: Callable,
               step_rates: list[float] | None = None, step_s: float = 3600.0) -> list[Path]:
     """`step_rates`: the offered mean rate of each step (a rate trace), drawn with the rate each
     policy sized its plan for."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out_dir.mkdir(parents=True, exist_ok=True)
     hours = list(range(len(ci)))
@@ -55,10 +64,7 @@ def plot_runs(out_dir: Path, ci: list[float], runs: dict, label: Callable,
 
 def plot_carbon_per_step(out_dir: Path, carbon: dict[str, list[float]]) -> Path:
     """Carbon per step of each policy (one service's or the cluster's), on one axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(11, 4))
     for name, grams in carbon.items():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from configs.cluster import NAMESPACE, NODE_RESOURCE_UNITS, SLICE_RESOURCE, check_address, node_resource, ray_env
+from configs.cluster import NAMESPACE, check_address, node_resources, ray_env
 from controller.serving.control_bus import BusClient, bus_handle
 
 
@@ -16,7 +16,7 @@ def init_ray(address: str | None = None, *, local_nodes: tuple[str, ...] = (), s
     """Connect to a cluster, or start a local one whose only node also acts as `local_nodes`.
 
     `slice_units`: the pool of compute-slice units the local node advertises, as `gpu-node setup`
-    does for a GPU node (`gpu_node.setup_cmd.slice_units`), so that capacity no service needs is
+    does for a GPU node (`gpu_node.free_capacity.slice_units`), so that capacity no service needs is
     given back to Ray here as on a cluster. Give it only when the node acts as one GPU node: the
     pool is the Ray node's, and each node agent on it would take it for its own."""
     import ray
@@ -28,8 +28,7 @@ def init_ray(address: str | None = None, *, local_nodes: tuple[str, ...] = (), s
         return
     ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
              num_cpus=num_cpus or max(2, os.cpu_count() or 2),
-             resources={**{node_resource(n): NODE_RESOURCE_UNITS for n in local_nodes},
-                        **({SLICE_RESOURCE: slice_units} if slice_units else {})})
+             resources={k: v for n in local_nodes for k, v in node_resources(n, slice_units).items()})
 
 
 def start_serving(services: list[str], *, host: str = "127.0.0.1", port: int = 8000, api_token: str | None = None,
