@@ -44,3 +44,24 @@ def test_an_overload_floor_holds_for_one_peak_window():
     for _ in range(10):
         t.observe(2, 2.0)
     assert t.plan_rps() < 30.0
+
+
+def test_ticks_of_any_length_make_bins_of_wall_time():
+    """A burst of short ticks is pooled, not read as a burst of traffic; a late tick covers the
+    seconds it spans, so the peak window lasts its seconds and no longer."""
+    steady = LoadTracker(1.0, 2.0, P)
+    jittery = LoadTracker(1.0, 2.0, P)
+    for k in range(30):  # 5 req/s, ticks of 2 s against ticks of 0.1 s and 1.9 s (one request in the short one)
+        steady.observe(10, 2.0)
+        jittery.observe(1, 0.1)
+        jittery.observe(9, 1.9)
+    assert jittery.plan_rps() == steady.plan_rps() == 5.0
+    t = LoadTracker(1.0, 2.0, P)
+    for _ in range(6):
+        t.observe(40, 2.0)  # 20 req/s
+    t.observe(4 * 32, 32.0)  # one tick 32 s late at 4 req/s: longer than the 30 s peak window
+    assert t.plan_rps() == 4.0
+    odd = LoadTracker(1.0, 2.0, P)
+    for _ in range(10):  # 3 s ticks at 5 req/s: 30 s of traffic make 15 bins, not 10 (the rest carries over)
+        odd.observe(15, 3.0)
+    assert len(odd._counts) == 15 and odd.plan_rps() == 5.0

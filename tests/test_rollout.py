@@ -227,6 +227,20 @@ def test_claims_go_out_before_the_gpus_change_and_waiting_for_capacity_is_said_o
     assert "3 clover_mig_slice units free for other Ray work (gpu0 3g.40gb@4)" in stack.events.of("capacity")[-1][1]
 
 
+def test_slices_a_pending_mig_change_destroys_are_claimed_until_it_is_made(stack):
+    """A GPU re-laid out where no replica runs (here an idle split GPU made whole by an operator's
+    plan): its old slices are not lent to other Ray work between the plan and the MIG change."""
+    from controller.loop.capacity import claims_of
+
+    stack.reconcile(plan(gpu("n0/gpu0", (P7, "yolo11x", 8)), gpu("n1/gpu0", (P4, None, 1), (P3, None, 1))))
+    assert stack.fleet.claims["n1"] == {0: ()}  # idle and staying so: all free
+    whole = plan(gpu("n0/gpu0", (P7, "yolo11x", 8)), gpu("n1/gpu0", (P7, None, 1)))
+    assert claims_of(whole, stack.fleet.observe(), [])["n1"] == {0: (P4, P3)}
+    stack.reconcile(whole)
+    assert stack.layout("n1") == [("7g.80gb", 0)] and stack.fleet.claims["n1"] == {0: (P4, P3)}  # sent before
+    assert claims_of(whole, stack.fleet.observe(), [])["n1"] == {0: ()}  # made: the whole GPU is free
+
+
 def test_what_a_tick_applied_is_counted_for_the_services_it_touched():
     """Metrics per service: gpu0 moved a slice from yolo to albert (a layout change, counted once,
     for both services' plan changes), gpu1 swapped yolo's variant (albert's replicas there did

@@ -1,8 +1,8 @@
 """Giving back capacity no service needs: the claim the reconciler sends each node agent every tick.
 
-Clover claims, per GPU, the slices of the desired plan that carry a replica and the slices replicas
-still run on (a rollout stops them later): everything else — a slice the plan leaves idle, a GPU
-no service needs — is released by the node agent to the Ray cluster as free `clover_mig_slice`
+Clover claims, per GPU, the slices of the desired plan that carry a replica, the slices replicas
+still run on (a rollout stops them later) and the slices a pending MIG change will destroy:
+everything else — a slice the plan leaves idle, a GPU no service needs — is released by the node agent to the Ray cluster as free `clover_mig_slice`
 units (gpu_node/free_capacity.py). The claim is sent *before* the GPUs converge, so a slice the
 new plan needs back is held before any replica or MIG change lands on it. When other Ray work
 holds units Clover wants back, the agent's holding waits (Ray places it when they are freed) and
@@ -23,13 +23,21 @@ from mig.types import Layout, Placement, canonical
 
 
 def claims_of(desired: Plan, fleet: FleetView, replicas: Iterable[ReplicaSpec]) -> dict[str, dict[int, Layout]]:
-    """Per node, per GPU index: the slices Clover uses (every GPU whose agent answered, even with none)."""
+    """Per node, per GPU index: the slices Clover uses (every GPU whose agent answered, even with none).
+
+    Besides the slices with a replica (planned or still running), the slices a pending MIG change
+    will destroy: they must not be lent out between now and the change (an idle GPU going back to
+    one whole instance has no replica to hold its old slices)."""
     used: dict[str, set[Placement]] = {g.gpu_id: {s.placement for s in g.slices if s.variant} for g in desired.gpus}
     for r in replicas:
         used.setdefault(r.gpu_id, set()).add(Placement(r.profile, r.start))
+    planned = {g.gpu_id: set(g.layout) for g in desired.gpus}
     out: dict[str, dict[int, Layout]] = {}
     for gid, gpu in fleet.gpus.items():
-        out.setdefault(gpu.handle.node, {})[gpu.handle.index] = canonical(list(used.get(gid, ())))
+        claim = used.get(gid, set())
+        if gid in planned:
+            claim = claim | ({Placement(s.profile, s.start) for s in gpu.slices} - planned[gid])
+        out.setdefault(gpu.handle.node, {})[gpu.handle.index] = canonical(list(claim))
     return out
 
 

@@ -1,8 +1,8 @@
 """Why the loop re-plans between intervals: the load left its band, or the slices are overloaded.
 
 Both read the ingress counters through their own `TrafficWindow`, so they see every request once
-whatever the accounting does. The load trigger feeds one bin per reconcile tick into the
-`LoadTracker` (the rate the next plan is sized for) and asks for a re-plan when that rate has left
+whatever the accounting does. The load trigger feeds each reconcile tick's requests into the
+`LoadTracker` (bins of wall time; the rate the next plan is sized for) and asks for a re-plan when that rate has left
 the band the current plan was sized for. The overload trigger looks at `OVERLOAD_WINDOW_S` of
 traffic at a time and asks for more capacity at once when the p95 on the slices exceeds the SLA
 or the ingress turned a real share of the requests away, instead of waiting for the timer.
