@@ -5,8 +5,9 @@ are documented there and in docs/planner.md): every reconcile tick adds its offe
 (served + turned away: saturation must not hide demand) to bins of `bin_s` of wall time; the
 forecast's `plan_rps` — a high quantile of the noise-free short-scale rate, never below the
 recent peak — is what the next plan is sized for, and the band rule says when the load has left
-what the current plan was sized for, so the loop re-plans then and not only on its timer. An overload re-plan may raise a
-floor under the planned rate for one peak window. Never below the operator's `--rate`.
+what the current plan was sized for, so the loop re-plans then and not only on its timer. An
+overload re-plan may raise a floor under the planned rate for one peak window. Never below the
+operator's `--rate`.
 """
 from __future__ import annotations
 
