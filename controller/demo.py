@@ -61,10 +61,10 @@ class CarbonScenario:
     trace_start_h: float  # the trace's hour the run starts at
 
 
-# One service: hours 15.5-25.5 of CISO in March (evening at ~350 g/kWh, then the night's wind at
-# ~100) under the controller's own λ 0.1. The evening runs b4 on one GPU; the night wants the most
-# accurate b7, and at the load's peak that takes more b7 replicas than there are GPUs, so a GPU
-# is split into smaller slices, and merged back as the plan moves on (docs/serving.md, The demo).
+# One service: hours 15.5-25.5 of CISO in March (UTC: before dawn in California at ~350 g/kWh,
+# then the solar morning at ~100) under the controller's own λ 0.1. The dirty hours run b4 on one
+# GPU; the clean ones want the most accurate b7, and at the load's peak that takes more b7
+# replicas than there are GPUs, so a GPU is split into smaller slices (docs/serving.md, The demo).
 ONE_SERVICE = CarbonScenario(lam=0.1, trace_hours=10.0, trace_start_h=15.5)
 # Several services: a whole day at λ 0.5, where both services hold their SLAs on a 2-core host.
 SEVERAL_SERVICES = CarbonScenario(lam=0.5, trace_hours=24.0, trace_start_h=0.0)
