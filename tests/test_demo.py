@@ -37,10 +37,11 @@ def test_short_demo_writes_summary_and_logs(tmp_path):
 
 
 def test_the_shipped_demo_re_partitions_mig_at_the_load_peak(tmp_path):
-    """`make demo` as shipped (issue 14): in the clean hours (low carbon, λ 0.1) the load's peak needs more
-    replicas of the accurate variant than there are GPUs, so a GPU is split into smaller MIG
-    slices; every request is served and the run's p95 on the slice stays within the SLA. The
-    summary counts MIG layout changes apart from variant swaps, as the mig_op events show them."""
+    """`make demo` as shipped (issue 14): in the clean hours (low carbon, λ 0.1) the load's peak
+    needs more replicas of the accurate variant than there are GPUs, so a GPU is split into
+    smaller MIG slices; every request is served and the run's p95 on the slice stays within the
+    SLA. The summary counts MIG layout changes apart from variant swaps, as the mig_op events
+    show them."""
     summary = run_demo("efficientnet", 120.0, tmp_path, echo=False)
     assert summary["requests_failed"] == 0 and summary["requests_ok"] == summary["requests_sent"] > 2000
     assert 0 < summary["p95_ms"] <= summary["sla_ms"]

@@ -51,7 +51,7 @@ def test_ticks_of_any_length_make_bins_of_wall_time():
     seconds it spans, so the peak window lasts its seconds and no longer."""
     steady = LoadTracker(1.0, 2.0, P)
     jittery = LoadTracker(1.0, 2.0, P)
-    for k in range(30):  # 5 req/s, ticks of 2 s against ticks of 0.1 s and 1.9 s (one request in the short one)
+    for _ in range(30):  # 5 req/s, ticks of 2 s against ticks of 0.1 s and 1.9 s (one request in the short one)
         steady.observe(10, 2.0)
         jittery.observe(1, 0.1)
         jittery.observe(9, 1.9)

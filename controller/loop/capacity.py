@@ -2,8 +2,8 @@
 
 Clover claims, per GPU, the slices of the desired plan that carry a replica, the slices replicas
 still run on (a rollout stops them later) and the slices a pending MIG change will destroy:
-everything else — a slice the plan leaves idle, a GPU no service needs — is released by the node agent to the Ray cluster as free `clover_mig_slice`
-units (gpu_node/free_capacity.py). The claim is sent *before* the GPUs converge, so a slice the
+everything else — a slice the plan leaves idle, a GPU no service needs — is released by the node
+agent to the Ray cluster as free `clover_mig_slice` units (gpu_node/free_capacity.py). The claim is sent *before* the GPUs converge, so a slice the
 new plan needs back is held before any replica or MIG change lands on it. When other Ray work
 holds units Clover wants back, the agent's holding waits (Ray places it when they are freed) and
 the reconciler says so once, as a warning; nothing blocks.
@@ -26,8 +26,8 @@ def claims_of(desired: Plan, fleet: FleetView, replicas: Iterable[ReplicaSpec]) 
     """Per node, per GPU index: the slices Clover uses (every GPU whose agent answered, even with none).
 
     Besides the slices with a replica (planned or still running), the slices a pending MIG change
-    will destroy: they must not be lent out between now and the change (an idle GPU going back to
-    one whole instance has no replica to hold its old slices)."""
+    will destroy: they must not be lent out between now and the change (an idle slice the new
+    layout cuts differently has no replica to hold it)."""
     used: dict[str, set[Placement]] = {g.gpu_id: {s.placement for s in g.slices if s.variant} for g in desired.gpus}
     for r in replicas:
         used.setdefault(r.gpu_id, set()).add(Placement(r.profile, r.start))
