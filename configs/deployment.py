@@ -111,6 +111,7 @@ class DeploymentConfig(_Frozen):
     drain_timeout_s: float = Field(15.0, ge=0, allow_inf_nan=False)  # longest wait for a slice's requests to finish
     stuck_after_s: float = Field(60.0, ge=0, allow_inf_nan=False)  # a GPU step waiting this long is given up
     hold_intervals: int = Field(12, ge=1)  # re-plan intervals a GPU so given up keeps its layout
+    merge_idle_after_s: float = Field(1800.0, ge=0, allow_inf_nan=False)  # a split GPU idle this long: whole again
     execution: Literal["simulated", "real"] = "simulated"
     run_dir: str = Field("runs/controller", min_length=1)
     address: str | None = None  # Ray cluster HOST:PORT; None: start a local cluster

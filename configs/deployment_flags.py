@@ -65,6 +65,9 @@ DEPLOYMENT_FLAGS: tuple[_Flag, ...] = (
           "seconds a GPU's re-partition may wait for capacity (no bridge possible) before it keeps its layout"),
     _Flag("--hold-intervals", "hold_intervals", int,
           "re-plan intervals a GPU whose re-partition was given up keeps its layout before it is tried again"),
+    _Flag("--merge-idle-after", "merge_idle_after_s", float,
+          "seconds a split GPU must stay idle in every plan before it is merged back into one whole instance "
+          "(0: never)"),
     _Flag("--execution", "execution", str, "simulated: performance-model timing and energy; real: run the models",
           ("simulated", "real")),
     _Flag("--run-dir", "run_dir", str, "where run.log, run.jsonl, emissions.csv and the desired state go"),

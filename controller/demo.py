@@ -61,11 +61,13 @@ class CarbonScenario:
     trace_start_h: float  # the trace's hour the run starts at
 
 
-# One service: hours 15.5-25.5 of CISO in March (UTC: before dawn in California at ~350 g/kWh,
-# then the solar morning at ~100) under the controller's own λ 0.1. The dirty hours run b4 on one
-# GPU; the clean ones want the most accurate b7, and at the load's peak that takes more b7
-# replicas than there are GPUs, so a GPU is split into smaller slices (docs/serving.md, The demo).
-ONE_SERVICE = CarbonScenario(lam=0.1, trace_hours=10.0, trace_start_h=15.5)
+# One service: hours 11.5-33.5 of CISO in March (the trace's night at ~350 g/kWh, its solar day
+# at ~100, its evening back above 250) under the controller's own λ 0.1, the load's peak in the
+# solar day. The dirty hours run b4 on one GPU; the clean ones want the most accurate b7, and at
+# the load's peak that takes more b7 replicas than there are GPUs, so a GPU is split into smaller
+# slices; in the evening b4 on one GPU serves all again, and the split GPU, left idle, is merged
+# back (docs/serving.md, The demo).
+ONE_SERVICE = CarbonScenario(lam=0.1, trace_hours=22.0, trace_start_h=11.5)
 # Several services: a whole day at λ 0.5, where both services hold their SLAs on a 2-core host.
 SEVERAL_SERVICES = CarbonScenario(lam=0.5, trace_hours=24.0, trace_start_h=0.0)
 SIMULATED = RunDevice("2× H100-80GB (MIG), simulated", "bundled h100-sxm_*.json (performance model)",
@@ -124,6 +126,13 @@ def demo_forecast(duration_s: float) -> ForecastParams:
     """The load-forecast windows scaled like the demo's clock (a day of carbon, an hour of
     arrivals in `duration_s`): blocks of a twentieth of the run, the peak of a quarter of it."""
     return ForecastParams(block_s=duration_s / 20, peak_window_s=duration_s / 4)
+
+
+def demo_merge_idle_after(duration_s: float) -> float:
+    """How long a split GPU stays idle before it is merged back, scaled like the demo's clock: a
+    twenty-fourth of the run (5 s of 120, the hour of a day's carbon the run replays in ~5 s), so
+    the first re-plan after the evening's plans leave it idle merges it."""
+    return duration_s / 24
 
 
 def free_port() -> int:
@@ -226,7 +235,7 @@ def run_demo(service: str, duration_s: float, out: Path, *, rate: float | None =
     port = port or free_port()
     settings = LoopSettings(service, lam, None, replan_every, trace.mean_rate(duration_s), execution=execution,
                             variants=allowed_variants(svc, variants), reconcile_every_s=min(2.0, replan_every),
-                            forecast=demo_forecast(duration_s))
+                            forecast=demo_forecast(duration_s), merge_idle_after_s=demo_merge_idle_after(duration_s))
     state_dir = str(out / "node-state")
     node = AgentConfig(DEMO_NODE, gpus=2, gpu_type="H100-80GB", state_dir=state_dir)
     device_profiles: tuple[str, ...] = ()
@@ -281,6 +290,7 @@ def run_services_demo(services: Sequence[str], duration_s: float, out: Path, *,
     first, *others = services
     settings = LoopSettings(first, lam, None, replan_every, traces[first].mean_rate(duration_s),
                             reconcile_every_s=min(2.0, replan_every), forecast=demo_forecast(duration_s),
+                            merge_idle_after_s=demo_merge_idle_after(duration_s),
                             more_services=tuple(ServiceSettings(n, lam, None, traces[n].mean_rate(duration_s))
                                                 for n in others))
     node = AgentConfig(DEMO_NODE, gpus=2, gpu_type="H100-80GB", state_dir=str(out / "node-state"))

@@ -41,6 +41,7 @@ from controller.loop.state import DesiredState, StateStore
 from controller.loop.status import status_doc
 from controller.loop.triggers import Demand
 from controller.loop.view import actual_gpu_plan
+from controller.planning.consolidation import merge_idle
 from controller.planning.plan import GpuPlan, Plan, describe, plan_changed
 from controller.planning.planner import InfeasibleError
 from controller.serving.control_bus import BusClient, Command, ConfigCommand, PlanCommand
@@ -75,6 +76,7 @@ class ControlLoop:
         self.routes = Routes(bus, events)
         self.rollout = Rollout(fleet, runtime, self.routes, events)
         self.reconciler = Reconciler(fleet, runtime, self.routes, self.rollout, events)
+        self.wall_clock: Callable[[], float] = time.time  # the idle clocks of consolidation (persisted)
         self.desired = store.load()
         gpus = discover_gpus(fleet, self.desired, events)
         self.gpus = gpus
@@ -143,6 +145,9 @@ class ControlLoop:
                               error=str(exc))
             return
         target = replace(target, gpus=tuple(g for g in target.gpus if g.gpu_id in self.gpus))
+        idle_since = None
+        if not forced:
+            target, idle_since = self._consolidate(target)
         changed = plan_changed(current, target)
         p = target.predicted
         self.stats.replans += 1
@@ -153,7 +158,18 @@ class ControlLoop:
                           **({"planning_slas_ms": slas} if len(slas) > 1 else {}),
                           solve_ms=(time.perf_counter() - t0) * 1000.0,
                           changed=changed)
-        self._set_desired(target, pinned=forced is not None)
+        self._set_desired(target, pinned=forced is not None, idle_since=idle_since)
+
+    def _consolidate(self, plan: Plan) -> tuple[Plan, dict[str, float]]:
+        """`plan` with the split GPUs that plans have left idle for `merge_idle_after_s` merged back
+        into one instance (controller/planning/consolidation.py), and the idle clocks to persist."""
+        now = self.wall_clock()
+        since = self.desired.idle_since if self.desired else {}
+        c = merge_idle(plan, since, now, self.settings.merge_idle_after_s, keep=self._held)
+        for gid in c.merged:
+            self.events.event("consolidate", f"{gid} split and idle for {now - since[gid]:.0f} s: merging it back "
+                                             "into one whole-GPU instance", gpu=gid, idle_s=now - since[gid])
+        return c.plan, c.idle_since
 
     @property
     def held_gpus(self) -> list[str]:
@@ -176,10 +192,12 @@ class ControlLoop:
             self.desired = replace(self.desired, held=held)
             self.store.save(self.desired)
 
-    def _set_desired(self, plan: Plan, pinned: bool = False) -> None:
+    def _set_desired(self, plan: Plan, pinned: bool = False, idle_since: dict[str, float] | None = None) -> None:
+        """`idle_since`: the consolidation's idle clocks after this plan (None: as they were)."""
         s = self.settings
         base = self.desired or DesiredState(0, None, s.lam, s.sla, self.rate_rps, time.time())
-        self.desired = replace(base.with_plan(plan, dict(self.demand.rates), pinned), lam=s.lam, sla_ms=s.sla)
+        self.desired = replace(base.with_plan(plan, dict(self.demand.rates), pinned), lam=s.lam, sla_ms=s.sla,
+                               idle_since=base.idle_since if idle_since is None else idle_since)
         self.store.save(self.desired)
 
     # -- converging -------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ def loop_settings(config: DeploymentConfig) -> LoopSettings:
                         pue=config.pue, execution=config.execution, variants=first.variants,
                         reconcile_every_s=config.reconcile_every_s, ingress_replicas=config.ingress_replicas,
                         drain_timeout_s=config.drain_timeout_s, stuck_after_s=config.stuck_after_s,
-                        hold_intervals=config.hold_intervals,
+                        hold_intervals=config.hold_intervals, merge_idle_after_s=config.merge_idle_after_s,
                         min_accuracy=first.min_accuracy,
                         more_services=tuple(ServiceSettings(s.name, lam[s.name], s.sla_ms, s.rate_rps, s.variants,
                                                             s.min_accuracy) for s in others))

@@ -58,6 +58,9 @@ class LoopSettings:
     # Timer intervals a GPU so held keeps its layout in the plans before a change is tried again
     # (at once when the fleet changes: a new GPU may have room for a bridge).
     hold_intervals: int = 12
+    # Seconds a split GPU must stay idle in every plan before it is merged back into one whole-GPU
+    # instance (controller/planning/consolidation.py); 0: never.
+    merge_idle_after_s: float = 1800.0
     replica_timeout_s: float = 120.0
     threads: int = 1
     weights_dir: str | None = None

@@ -41,6 +41,10 @@ class DesiredState:
     # GPUs whose re-partition was given up (controller/loop/reconciler.py) -> timer re-plans they
     # keep their layout. Persisted, so a restarted controller does not wait out the same step again.
     held: dict[str, int] = field(default_factory=dict)
+    # Split GPUs every plan has left idle -> the wall time they became so: merged back into one
+    # instance once idle long enough (controller/planning/consolidation.py). Persisted, so a
+    # restarted controller keeps counting instead of starting the wait again.
+    idle_since: dict[str, float] = field(default_factory=dict)
 
     def with_plan(self, plan: Plan, rates: dict[str, float], pinned: bool = False) -> DesiredState:
         return replace(self, version=self.version + 1, plan=plan, rate_rps=sum(rates.values()), updated_at=time.time(),
@@ -56,14 +60,16 @@ class DesiredState:
         doc = {"format": FORMAT, "version": self.version, "plan": self.plan.to_json() if self.plan else None,
                "lambda": self.lam, "sla_ms": self.sla_ms, "rate_rps": self.rate_rps, "updated_at": self.updated_at,
                "pinned": self.pinned}
-        return {**doc, **({"rates": self.rates} if self.rates else {}), **({"held": self.held} if self.held else {})}
+        return {**doc, **({"rates": self.rates} if self.rates else {}), **({"held": self.held} if self.held else {}),
+                **({"idle_since": self.idle_since} if self.idle_since else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> DesiredState:
         return cls(int(d["version"]), Plan.from_json(d["plan"]) if d.get("plan") else None, float(d["lambda"]),
                    float(d["sla_ms"]), float(d["rate_rps"]), float(d["updated_at"]), bool(d.get("pinned", False)),
                    {str(k): float(v) for k, v in (d.get("rates") or {}).items()},
-                   {str(k): int(v) for k, v in (d.get("held") or {}).items()})
+                   {str(k): int(v) for k, v in (d.get("held") or {}).items()},
+                   {str(k): float(v) for k, v in (d.get("idle_since") or {}).items()})
 
 
 class StateStore:

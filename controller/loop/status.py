@@ -27,6 +27,7 @@ def status_doc(loop: ControlLoop) -> JsonDoc:
             "reconfigurations": loop.stats.reconfigurations, "mig_layout_changes": loop.rollout.layout_changes,
             "variant_swaps": loop.rollout.variant_swaps, "mig_ops": loop.rollout.mig_ops,
             "held_gpus": loop.held_gpus,
+            "idle_split_gpus": dict(loop.desired.idle_since) if loop.desired else {},
             "free_capacity": capacity_doc(loop.capacity),
         **({"services": _services(loop)} if len(loop.workload.names) > 1 else {})}
 

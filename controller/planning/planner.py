@@ -26,6 +26,7 @@ from typing import TypeVar
 
 import highspy
 
+from controller.planning.consolidation import whole_gpu
 from controller.planning.model import (
     Column,
     PlanningProblem,
@@ -209,7 +210,7 @@ def decode(gpus: tuple[tuple[str, str], ...], current: Plan | None, y: dict, sol
                         slices[i] = SliceAssignment(p, None, 1, 0.0)
             if all(x.variant is None for x in slices) and gid not in held:  # idle: any layout serves; change none
                 slices = [SliceAssignment(x.placement, None, 1, 0.0) for x in g.slices] if g else \
-                    [SliceAssignment(p, None, 1, 0.0) for p in ms[(max(s for m in ms for s in m),)]]
+                    [SliceAssignment(p, None, 1, 0.0) for p in whole_gpu(t)]
             out.append(GpuPlan(gid, t, tuple(slices)))
     order = {gid: i for i, (gid, _) in enumerate(gpus)}
     out.sort(key=lambda g: order[g.gpu_id])
