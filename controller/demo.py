@@ -1,7 +1,7 @@
 """`controller demo`: the whole system on one machine, in about two minutes.
 
 Starts a local Ray cluster, a simulated node with two H100-80GB GPUs (MIG on), the Serve app and
-the control loop on an accelerated carbon clock (ten hours of a real grid trace over the demo's
+the control loop on an accelerated carbon clock (22 hours of a real grid trace over the demo's
 duration, a whole day with several services: `CarbonScenario`), and offers the load of a real,
 time-compressed arrival trace through the load generator. It ends with a table against
 `base` (the most accurate variant on whole GPUs) and writes OUT/summary.json, OUT/run.log,
@@ -61,13 +61,13 @@ class CarbonScenario:
     trace_start_h: float  # the trace's hour the run starts at
 
 
-# One service: hours 11.5-33.5 of CISO in March (the trace's night at ~350 g/kWh, its solar day
+# One service: hours 13-35 of CISO in March (the trace's night at ~350 g/kWh, its solar day
 # at ~100, its evening back above 250) under the controller's own λ 0.1, the load's peak in the
 # solar day. The dirty hours run b4 on one GPU; the clean ones want the most accurate b7, and at
 # the load's peak that takes more b7 replicas than there are GPUs, so a GPU is split into smaller
 # slices; in the evening b4 on one GPU serves all again, and the split GPU, left idle, is merged
 # back (docs/serving.md, The demo).
-ONE_SERVICE = CarbonScenario(lam=0.1, trace_hours=22.0, trace_start_h=11.5)
+ONE_SERVICE = CarbonScenario(lam=0.1, trace_hours=22.0, trace_start_h=13.0)
 # Several services: a whole day at λ 0.5, where both services hold their SLAs on a 2-core host.
 SEVERAL_SERVICES = CarbonScenario(lam=0.5, trace_hours=24.0, trace_start_h=0.0)
 SIMULATED = RunDevice("2× H100-80GB (MIG), simulated", "bundled h100-sxm_*.json (performance model)",
@@ -130,8 +130,8 @@ def demo_forecast(duration_s: float) -> ForecastParams:
 
 def demo_merge_idle_after(duration_s: float) -> float:
     """How long a split GPU stays idle before it is merged back, scaled like the demo's clock: a
-    twenty-fourth of the run (5 s of 120, the hour of a day's carbon the run replays in ~5 s), so
-    the first re-plan after the evening's plans leave it idle merges it."""
+    twenty-fourth of the run (5 s of 120, about an hour of the carbon trace it replays), so the
+    first timer re-plan after the evening's plans leave it idle merges it."""
     return duration_s / 24
 
 

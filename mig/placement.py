@@ -240,6 +240,12 @@ def slice_multisets(gpu_type: GpuType | str, profiles: Sequence[str | int] | Non
     return out
 
 
+def whole_gpu(gpu_type: GpuType | str) -> Layout:
+    """The layout of one instance over the whole GPU (`7g.80gb@0` on an H100-80GB)."""
+    multisets = slice_multisets(gpu_type)
+    return multisets[(max(s for m in multisets for s in m),)]
+
+
 def format_layout(layout: Iterable[Placement], sep: str = " ") -> str:
     """`3g.40gb@0 3g.40gb@4`: the operator-facing spelling of a layout."""
     return sep.join(f"{p.profile}@{p.start}" for p in layout)

@@ -9,8 +9,10 @@ from controller.carbon.spec import make_source
 from controller.loop.control_loop import ControlLoop
 from controller.loop.settings import LoopSettings
 from controller.loop.state import DesiredState, StateStore
-from controller.planning.consolidation import merge_idle, whole_gpu
-from controller.serving.control_bus import ConfigCommand
+from controller.planning.consolidation import idle_clocks, merge_idle
+from mig.placement import whole_gpu
+from controller.serving.control_bus import ConfigCommand, PlanCommand
+from mig.leases import LeaseRecord
 from mig.types import Placement
 from tests.loop_fakes import P7, Clock, Events, FakeBus, FakeFleet, FakeRuntime, Journal, gpu, plan
 
@@ -21,27 +23,29 @@ BUSY = gpu("n/gpu0", (P7, "yolo11x", 4))
 
 def test_a_split_gpu_is_merged_only_after_staying_idle_for_the_whole_wait():
     assert whole_gpu("H100-80GB") == (P7,)
-    first = merge_idle(plan(BUSY, SPLIT_IDLE), {}, now=100.0, after_s=60.0)
-    assert first.plan == plan(BUSY, SPLIT_IDLE) and first.idle_since == {"n/gpu1": 100.0} and not first.merged
-    early = merge_idle(plan(BUSY, SPLIT_IDLE), first.idle_since, now=159.0, after_s=60.0)
-    assert early.plan.gpus[1].layout == SPLIT_IDLE.layout and early.idle_since == {"n/gpu1": 100.0}
-    due = merge_idle(plan(BUSY, SPLIT_IDLE), early.idle_since, now=160.0, after_s=60.0)
-    assert due.merged == ("n/gpu1",) and due.idle_since == {}
+    assert idle_clocks(plan(BUSY, SPLIT_IDLE), {}, now=100.0) == {"n/gpu1": 100.0}  # idle from this plan on
+    early = merge_idle(plan(BUSY, SPLIT_IDLE), {"n/gpu1": 100.0}, now=159.0, after_s=60.0)
+    assert early.plan == plan(BUSY, SPLIT_IDLE) and not early.merged
+    due = merge_idle(plan(BUSY, SPLIT_IDLE), {"n/gpu1": 100.0}, now=160.0, after_s=60.0)
+    assert due.merged == {"n/gpu1": 60.0}
     assert due.plan.gpus[0] == BUSY  # a busy GPU is never touched
     merged = due.plan.gpus[1]
     assert merged.layout == (P7,) and merged.gpu_type == SPLIT_IDLE.gpu_type
     assert all(s.variant is None for s in merged.slices)
+    assert idle_clocks(due.plan, {"n/gpu1": 100.0}, now=160.0) == {}  # whole again: its clock is gone
 
 
 def test_a_gpu_used_again_restarts_the_wait_and_held_whole_or_disabled_gpus_are_left_alone():
     used = gpu("n/gpu1", (P2A, "yolo11n", 1), (P2B, None, 1), (P3B, None, 1))
-    assert merge_idle(plan(BUSY, used), {"n/gpu1": 0.0}, now=1e6, after_s=60.0).idle_since == {}
+    assert idle_clocks(plan(BUSY, used), {"n/gpu1": 0.0}, now=1e6) == {}
     held = merge_idle(plan(BUSY, SPLIT_IDLE), {"n/gpu1": 0.0}, now=1e6, after_s=60.0, keep={"n/gpu1"})
-    assert not held.merged and held.plan.gpus[1] == SPLIT_IDLE and held.idle_since == {}
-    whole_idle = gpu("n/gpu1", (P7, None, 1))
-    assert merge_idle(plan(BUSY, whole_idle), {}, now=0.0, after_s=60.0).idle_since == {}
+    assert not held.merged and held.plan.gpus[1] == SPLIT_IDLE
+    assert idle_clocks(plan(BUSY, SPLIT_IDLE), {"n/gpu1": 0.0}, now=1e6, keep={"n/gpu1"}) == {}
+    assert idle_clocks(plan(BUSY, gpu("n/gpu1", (P7, None, 1))), {}, now=0.0) == {}
+    one_small = gpu("n/gpu1", (P3B, None, 1))  # a single slice smaller than the GPU is split too
+    assert merge_idle(plan(BUSY, one_small), {"n/gpu1": 0.0}, now=60.0, after_s=60.0).merged == {"n/gpu1": 60.0}
     never = merge_idle(plan(BUSY, SPLIT_IDLE), {"n/gpu1": 0.0}, now=1e6, after_s=0.0)
-    assert not never.merged and never.idle_since == {"n/gpu1": 0.0}
+    assert not never.merged and never.plan == plan(BUSY, SPLIT_IDLE)
 
 
 def test_the_idle_clocks_survive_the_state_file(tmp_path):
@@ -111,3 +115,57 @@ def test_the_loop_merges_an_idle_split_gpu_back_after_the_wait_even_across_a_res
     assert [f["gpu"] for _, _, f in events.of("consolidate")] == ["n0/gpu1"]
     assert loop.desired.idle_since == {}
     assert layout(0) == [("7g.80gb", 0)] and {r.spec.gpu_id for r in runtime.apps.values()} == {"n0/gpu0"}
+
+
+def _split_then_idle(tmp_path, clock):
+    """A loop whose gpu1 was split for the b7 replicas at λ 0.1, then left idle at λ 0.3."""
+    journal, events = Journal(), Events()
+    fleet, runtime, bus = FakeFleet(tmp_path, journal, {"n0": 2}), FakeRuntime(journal), FakeBus(journal)
+    loop = _loop(tmp_path, fleet, runtime, bus, events, clock)
+    loop.start()
+    _converge(loop)
+    split = loop.plan
+    loop.handle([ConfigCommand(lam=0.3)])
+    loop.step_once()
+    _converge(loop)
+    assert loop.desired.idle_since == {"n0/gpu1": clock.now}
+    return loop, fleet, events, split
+
+
+def test_an_operators_forced_plan_that_uses_the_gpu_stops_its_clock(tmp_path):
+    """POST /v1/plan that puts replicas back on the idle GPU: its wait is over, so when plans leave
+    it idle again the wait starts anew instead of merging it at once."""
+    clock = Clock()
+    loop, fleet, events, split = _split_then_idle(tmp_path, clock)
+    clock.now += 10.0
+    loop.handle([PlanCommand(split)])
+    loop.step_once()
+    assert loop.desired.idle_since == {} and loop.pinned
+    clock.now += 1000.0  # far past the 600 s wait, all of it in use
+    loop.handle([ConfigCommand(lam=0.3)])
+    loop.step_once()
+    _converge(loop)
+    assert loop.desired.idle_since == {"n0/gpu1": clock.now} and not events.of("consolidate")
+    assert len(fleet.backends["n0"].list_instances(1)) == 3
+
+
+def test_a_gpu_whose_slice_other_ray_work_borrowed_is_merged_only_once_it_is_given_back(tmp_path):
+    """The idle slices of a split GPU are lent to other Ray work (gpu_node/free_capacity.py); merging
+    would destroy the one in use, so the merge waits, says why, and happens once it is released."""
+    clock = Clock()
+    loop, fleet, events, _ = _split_then_idle(tmp_path, clock)
+    gi = fleet.backends["n0"].list_instances(1)[0].gi_id
+    fleet.leases_by_node["n0"] = [LeaseRecord(1, gi, "ray-task-7f3a", clock.now, False)]
+    clock.now += 600.0
+    loop.tick()
+    _converge(loop)
+    assert len(fleet.backends["n0"].list_instances(1)) == 3
+    (_, message, fields), = events.of("consolidate")
+    assert fields["waiting_for"] == ["ray-task-7f3a"] and "ray-task-7f3a" in message
+    assert loop.desired.idle_since == {"n0/gpu1": clock.now - 600.0}  # still counting
+
+    fleet.leases_by_node["n0"] = []  # the borrower is done
+    loop.tick()
+    _converge(loop)
+    assert [(x.profile, x.start) for x in fleet.backends["n0"].list_instances(1)] == [("7g.80gb", 0)]
+    assert "waiting_for" not in events.of("consolidate")[-1][2] and loop.desired.idle_since == {}

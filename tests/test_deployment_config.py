@@ -185,15 +185,20 @@ def test_caller_defaults_sit_between_the_file_and_the_model_defaults(tmp_path):
 
 
 def test_rollout_patience_reaches_the_loop_from_the_file_and_the_flags(tmp_path):
-    """How long a drain and a stuck re-partition may take, and how long a given-up GPU is left
-    alone: the loop's settings, set from a deployment file and overridden by flags."""
+    """How long a drain and a stuck re-partition may take, how long a given-up GPU is left alone
+    and how long a split GPU stays idle before it is merged: the loop's settings, set from a
+    deployment file and overridden by flags."""
     from controller.loop.run_cmd import loop_settings
 
     default = loop_settings(_from_argv(["--service", "yolo"]))
-    assert (default.drain_timeout_s, default.stuck_after_s, default.hold_intervals) == (15.0, 60.0, 12)
-    path = _file(tmp_path, "services:\n  yolo:\ndrain_timeout_s: 5\nstuck_after_s: 30\nhold_intervals: 4\n")
+    assert (default.drain_timeout_s, default.stuck_after_s, default.hold_intervals,
+            default.merge_idle_after_s) == (15.0, 60.0, 12, 1800.0)
+    path = _file(tmp_path, "services:\n  yolo:\ndrain_timeout_s: 5\nstuck_after_s: 30\nhold_intervals: 4\n"
+                           "merge_idle_after_s: 600\n")
     settings = loop_settings(_from_argv(["--config", str(path), "--hold-intervals", "2"]))
-    assert (settings.drain_timeout_s, settings.stuck_after_s, settings.hold_intervals) == (5.0, 30.0, 2)
+    assert (settings.drain_timeout_s, settings.stuck_after_s, settings.hold_intervals,
+            settings.merge_idle_after_s) == (5.0, 30.0, 2, 600.0)
+    assert loop_settings(_from_argv(["--config", str(path), "--merge-idle-after", "0"])).merge_idle_after_s == 0.0
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from configs import load_services
+from configs.cluster import REPLICA_PREFIX
 from controller.accounting.attribution import Accountant, IntervalAccount
 from controller.accounting.metrics import AccountingTotals, ReplicaPlacement
 from controller.carbon.base import CarbonSource
@@ -41,7 +42,7 @@ from controller.loop.state import DesiredState, StateStore
 from controller.loop.status import status_doc
 from controller.loop.triggers import Demand
 from controller.loop.view import actual_gpu_plan
-from controller.planning.consolidation import merge_idle
+from controller.planning.consolidation import idle_clocks, merge_idle
 from controller.planning.plan import GpuPlan, Plan, describe, plan_changed
 from controller.planning.planner import InfeasibleError
 from controller.serving.control_bus import BusClient, Command, ConfigCommand, PlanCommand
@@ -145,9 +146,8 @@ class ControlLoop:
                               error=str(exc))
             return
         target = replace(target, gpus=tuple(g for g in target.gpus if g.gpu_id in self.gpus))
-        idle_since = None
         if not forced:
-            target, idle_since = self._consolidate(target)
+            target = self._consolidate(target)
         changed = plan_changed(current, target)
         p = target.predicted
         self.stats.replans += 1
@@ -158,18 +158,39 @@ class ControlLoop:
                           **({"planning_slas_ms": slas} if len(slas) > 1 else {}),
                           solve_ms=(time.perf_counter() - t0) * 1000.0,
                           changed=changed)
-        self._set_desired(target, pinned=forced is not None, idle_since=idle_since)
+        self._set_desired(target, pinned=forced is not None)
 
-    def _consolidate(self, plan: Plan) -> tuple[Plan, dict[str, float]]:
+    def _consolidate(self, plan: Plan) -> Plan:
         """`plan` with the split GPUs that plans have left idle for `merge_idle_after_s` merged back
-        into one instance (controller/planning/consolidation.py), and the idle clocks to persist."""
-        now = self.wall_clock()
+        into one instance (controller/planning/consolidation.py). One whose slices other Ray work
+        has borrowed waits until they are given back: the merge would destroy a slice in use."""
         since = self.desired.idle_since if self.desired else {}
-        c = merge_idle(plan, since, now, self.settings.merge_idle_after_s, keep=self._held)
-        for gid in c.merged:
-            self.events.event("consolidate", f"{gid} split and idle for {now - since[gid]:.0f} s: merging it back "
-                                             "into one whole-GPU instance", gpu=gid, idle_s=now - since[gid])
-        return c.plan, c.idle_since
+        now, after = self.wall_clock(), self.settings.merge_idle_after_s
+        c = merge_idle(plan, since, now, after, keep=self._held)
+        borrowed = self._borrowers(set(c.merged)) if c.merged else {}
+        for gid, owners in borrowed.items():
+            self.events.event("consolidate", f"{gid} split and idle for {c.merged[gid]:.0f} s, but other Ray work "
+                                             f"uses its slices ({', '.join(owners)}): merging it once they are "
+                                             "given back", gpu=gid, idle_s=c.merged[gid], waiting_for=owners)
+        if borrowed:
+            c = merge_idle(plan, since, now, after, keep={*self._held, *borrowed})
+        for gid, idle_s in c.merged.items():
+            self.events.event("consolidate", f"{gid} split and idle for {idle_s:.0f} s: merging it back into one "
+                                             "whole-GPU instance", gpu=gid, idle_s=idle_s)
+        return c.plan
+
+    def _borrowers(self, gpu_ids: set[str]) -> dict[str, list[str]]:
+        """Of `gpu_ids`, those with a slice leased by other Ray work (not a Clover replica) -> the
+        leases' owners (gpu_node/free_capacity.py lends the slices no plan uses)."""
+        fleet = self.reconciler.fleet
+        at = {(g.handle.node, g.handle.index): gid for gid, g in fleet.observe().gpus.items() if gid in gpu_ids}
+        out: dict[str, list[str]] = {}
+        for node, leases in fleet.leases().items():
+            for x in leases:
+                gid = at.get((node, x.gpu))
+                if gid is not None and not x.stale and not x.owner.startswith(REPLICA_PREFIX):
+                    out.setdefault(gid, []).append(x.owner)
+        return out
 
     @property
     def held_gpus(self) -> list[str]:
@@ -192,12 +213,14 @@ class ControlLoop:
             self.desired = replace(self.desired, held=held)
             self.store.save(self.desired)
 
-    def _set_desired(self, plan: Plan, pinned: bool = False, idle_since: dict[str, float] | None = None) -> None:
-        """`idle_since`: the consolidation's idle clocks after this plan (None: as they were)."""
+    def _set_desired(self, plan: Plan, pinned: bool = False) -> None:
+        """`plan` becomes the desired state, with the consolidation's idle clocks after it (whatever
+        set it: a re-plan, an operator's forced plan, a rollback)."""
         s = self.settings
         base = self.desired or DesiredState(0, None, s.lam, s.sla, self.rate_rps, time.time())
+        clocks = idle_clocks(plan, base.idle_since, self.wall_clock(), keep=self._held)
         self.desired = replace(base.with_plan(plan, dict(self.demand.rates), pinned), lam=s.lam, sla_ms=s.sla,
-                               idle_since=base.idle_since if idle_since is None else idle_since)
+                               idle_since=clocks)
         self.store.save(self.desired)
 
     # -- converging -------------------------------------------------------------------------------

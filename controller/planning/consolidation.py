@@ -8,11 +8,13 @@ for one peak stays split for good, and the next plan that wants the most accurat
 whole GPU there must first re-partition it while the load waits.
 
 So the live loop consolidates, the way a cluster autoscaler removes a node only after it has
-been unneeded for a while: a GPU that every plan has left idle, with more than one instance,
-for `after_s` seconds of wall time is merged back into one whole-GPU instance. The wait is the
-hysteresis: a GPU idle only between two bursts keeps its slices (no MIG operations spent on a
-swing of load), and nothing is drained, since no replica runs there. Pure: the caller persists
-`idle_since` with the desired state, so a restarted controller keeps counting.
+been unneeded for a while: a GPU that every plan has left idle and split for `after_s` seconds
+of wall time is merged back into one whole-GPU instance. The wait is the hysteresis: a GPU idle
+only between two bursts keeps its slices (no MIG operations spent on a swing of load), and
+usually nothing is drained, since no replica of the plan runs there (one still stopping is
+drained first, as for any change). Pure: the caller keeps `idle_clocks` with the desired state,
+so a restarted controller keeps counting, and says which GPUs must keep their layout (held by
+the reconciler, or with slices other Ray work has borrowed).
 """
 from __future__ import annotations
 
@@ -20,46 +22,41 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 
 from controller.planning.plan import GpuPlan, Plan, SliceAssignment
-from mig.placement import slice_multisets
-from mig.types import Layout
+from mig.placement import whole_gpu
 
 
 @dataclass(frozen=True)
 class Consolidation:
-    """The plan with long-idle split GPUs merged, and what the next decision needs."""
+    """The plan with long-idle split GPUs merged, and which were merged."""
 
     plan: Plan
-    idle_since: dict[str, float]  # split GPUs the plans leave idle -> wall time they became so
-    merged: tuple[str, ...]  # GPUs merged back into one instance by this decision
-
-
-def whole_gpu(gpu_type: str) -> Layout:
-    """The layout of one instance over the whole GPU (7g.80gb@0 on an H100-80GB)."""
-    multisets = slice_multisets(gpu_type)
-    return multisets[(max(s for m in multisets for s in m),)]
+    merged: dict[str, float]  # GPU merged back into one instance -> seconds it had been split and idle
 
 
 def is_split_and_idle(gpu: GpuPlan) -> bool:
-    return len(gpu.slices) > 1 and all(s.variant is None for s in gpu.slices)
+    """No replica planned on the GPU and its layout is not one whole instance (several slices,
+    or a single smaller one): what the rule may merge."""
+    return all(s.variant is None for s in gpu.slices) and gpu.layout != whole_gpu(gpu.gpu_type)
+
+
+def idle_clocks(plan: Plan, idle_since: Mapping[str, float], now: float,
+                keep: Collection[str] = ()) -> dict[str, float]:
+    """The clocks after `plan` becomes desired: each GPU it leaves split and idle -> the wall time
+    since which every plan has (its clock in `idle_since`, or `now` for one idle from this plan
+    on). A GPU in `keep` (held) has no clock: its wait starts again once it is free to change."""
+    return {g.gpu_id: idle_since.get(g.gpu_id, now) for g in plan.gpus
+            if g.gpu_id not in keep and is_split_and_idle(g)}
 
 
 def merge_idle(plan: Plan, idle_since: Mapping[str, float], now: float, after_s: float,
                keep: Collection[str] = ()) -> Consolidation:
-    """`plan` with each GPU that has been split and idle in every plan since `after_s` seconds
-    before `now` turned into one idle whole-GPU instance. `keep`: GPUs whose layout must not
-    change (held by the reconciler). `after_s` 0 never merges (the clock is still kept)."""
-    since: dict[str, float] = {}
-    merged: list[str] = []
-    gpus: list[GpuPlan] = []
-    for g in plan.gpus:
-        if g.gpu_id in keep or not is_split_and_idle(g):
-            gpus.append(g)
-            continue
-        start = idle_since.get(g.gpu_id, now)
-        if after_s > 0 and now - start >= after_s:
-            gpus.append(replace(g, slices=tuple(SliceAssignment(p, None, 1, 0.0) for p in whole_gpu(g.gpu_type))))
-            merged.append(g.gpu_id)
-        else:
-            gpus.append(g)
-            since[g.gpu_id] = start
-    return Consolidation(replace(plan, gpus=tuple(gpus)) if merged else plan, since, tuple(merged))
+    """`plan` with each GPU that it leaves split and idle, and whose clock in `idle_since` started
+    at least `after_s` seconds before `now`, turned into one idle whole-GPU instance. `keep`: GPUs
+    whose layout must not change. `after_s` 0 never merges."""
+    due = {gid: now - start for gid, start in idle_clocks(plan, idle_since, now, keep).items()
+           if after_s > 0 and now - start >= after_s}
+    if not due:
+        return Consolidation(plan, {})
+    gpus = tuple(replace(g, slices=tuple(SliceAssignment(p, None, 1, 0.0) for p in whole_gpu(g.gpu_type)))
+                 if g.gpu_id in due else g for g in plan.gpus)
+    return Consolidation(replace(plan, gpus=gpus), due)

@@ -26,7 +26,6 @@ from typing import TypeVar
 
 import highspy
 
-from controller.planning.consolidation import whole_gpu
 from controller.planning.model import (
     Column,
     PlanningProblem,
@@ -38,7 +37,7 @@ from controller.planning.model import (
 )
 from controller.planning.plan import GpuPlan, Plan, SliceAssignment, diff_plans, plan_changed
 from controller.planning.switching import best_schedule_by_step, switch_cost
-from mig.placement import compute_slices_of, layout_slices
+from mig.placement import compute_slices_of, layout_slices, whole_gpu
 from mig.types import Layout
 
 S = TypeVar("S")  # one step of a planning horizon: a PlanningProblem, or a JointProblem
