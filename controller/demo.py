@@ -131,7 +131,7 @@ def demo_forecast(duration_s: float) -> ForecastParams:
 def demo_merge_idle_after(duration_s: float) -> float:
     """How long a split GPU stays idle before it is merged back, scaled like the demo's clock: a
     twenty-fourth of the run (5 s of 120, about an hour of the carbon trace it replays), so the
-    first timer re-plan after the evening's plans leave it idle merges it."""
+    first re-plan after the evening's plans leave it idle merges it."""
     return duration_s / 24
 
 

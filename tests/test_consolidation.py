@@ -10,9 +10,9 @@ from controller.loop.control_loop import ControlLoop
 from controller.loop.settings import LoopSettings
 from controller.loop.state import DesiredState, StateStore
 from controller.planning.consolidation import idle_clocks, merge_idle
-from mig.placement import whole_gpu
 from controller.serving.control_bus import ConfigCommand, PlanCommand
 from mig.leases import LeaseRecord
+from mig.placement import whole_gpu
 from mig.types import Placement
 from tests.loop_fakes import P7, Clock, Events, FakeBus, FakeFleet, FakeRuntime, Journal, gpu, plan
 
@@ -46,6 +46,10 @@ def test_a_gpu_used_again_restarts_the_wait_and_held_whole_or_disabled_gpus_are_
     assert merge_idle(plan(BUSY, one_small), {"n/gpu1": 0.0}, now=60.0, after_s=60.0).merged == {"n/gpu1": 60.0}
     never = merge_idle(plan(BUSY, SPLIT_IDLE), {"n/gpu1": 0.0}, now=1e6, after_s=0.0)
     assert not never.merged and never.plan == plan(BUSY, SPLIT_IDLE)
+    # an idle GPU re-split another way (an operator's plan) is a new decision: its wait starts again
+    resplit = gpu("n/gpu1", (Placement("4g.40gb", 0), None, 1), (P3B, None, 1))
+    assert idle_clocks(plan(BUSY, resplit), {"n/gpu1": 0.0}, now=50.0, before=plan(BUSY, SPLIT_IDLE)) == {"n/gpu1": 50.0}
+    assert idle_clocks(plan(BUSY, SPLIT_IDLE), {"n/gpu1": 0.0}, now=50.0, before=plan(BUSY, SPLIT_IDLE)) == {"n/gpu1": 0.0}
 
 
 def test_the_idle_clocks_survive_the_state_file(tmp_path):
@@ -155,14 +159,22 @@ def test_a_gpu_whose_slice_other_ray_work_borrowed_is_merged_only_once_it_is_giv
     clock = Clock()
     loop, fleet, events, _ = _split_then_idle(tmp_path, clock)
     gi = fleet.backends["n0"].list_instances(1)[0].gi_id
-    fleet.leases_by_node["n0"] = [LeaseRecord(1, gi, "ray-task-7f3a", clock.now, False)]
+    ours = LeaseRecord(1, gi, "replica-n0-g1-x", clock.now, False)  # a Clover replica's lease: not a borrower
+    stale = LeaseRecord(1, gi, "ray-task-dead", clock.now - 900.0, True)  # expired: not a borrower
+    fleet.leases_by_node["n0"] = [ours, stale, LeaseRecord(1, gi, "ray-task-7f3a", clock.now, False)]
     clock.now += 600.0
     loop.tick()
     _converge(loop)
     assert len(fleet.backends["n0"].list_instances(1)) == 3
     (_, message, fields), = events.of("consolidate")
-    assert fields["waiting_for"] == ["ray-task-7f3a"] and "ray-task-7f3a" in message
+    assert fields["waiting_for"] == ["other Ray work uses a slice (ray-task-7f3a)"] and "ray-task-7f3a" in message
     assert loop.desired.idle_since == {"n0/gpu1": clock.now - 600.0}  # still counting
+
+    del fleet.leases_by_node["n0"]  # the node answers for its GPUs but not for its leases: unknown is not free
+    loop.tick()
+    _converge(loop)
+    assert len(fleet.backends["n0"].list_instances(1)) == 3
+    assert events.of("consolidate")[-1][2]["waiting_for"] == ["its node did not report its leases"]
 
     fleet.leases_by_node["n0"] = []  # the borrower is done
     loop.tick()

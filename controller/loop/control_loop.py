@@ -163,33 +163,44 @@ class ControlLoop:
     def _consolidate(self, plan: Plan) -> Plan:
         """`plan` with the split GPUs that plans have left idle for `merge_idle_after_s` merged back
         into one instance (controller/planning/consolidation.py). One whose slices other Ray work
-        has borrowed waits until they are given back: the merge would destroy a slice in use."""
-        since = self.desired.idle_since if self.desired else {}
+        has borrowed, or whose node did not say, waits: the merge would destroy a slice in use."""
+        since, before = (self.desired.idle_since, self.desired.plan) if self.desired else ({}, None)
         now, after = self.wall_clock(), self.settings.merge_idle_after_s
-        c = merge_idle(plan, since, now, after, keep=self._held)
-        borrowed = self._borrowers(set(c.merged)) if c.merged else {}
-        for gid, owners in borrowed.items():
-            self.events.event("consolidate", f"{gid} split and idle for {c.merged[gid]:.0f} s, but other Ray work "
-                                             f"uses its slices ({', '.join(owners)}): merging it once they are "
-                                             "given back", gpu=gid, idle_s=c.merged[gid], waiting_for=owners)
-        if borrowed:
-            c = merge_idle(plan, since, now, after, keep={*self._held, *borrowed})
+        c = merge_idle(plan, since, now, after, keep=self._held, before=before)
+        blocked = self._merge_blockers(set(c.merged)) if c.merged else {}
+        for gid, why in blocked.items():
+            self.events.event("consolidate", f"{gid} split and idle for {c.merged[gid]:.0f} s, but {'; '.join(why)}: "
+                                             "merging it once its slices are free", gpu=gid, idle_s=c.merged[gid],
+                              waiting_for=why)
+        if blocked:
+            c = merge_idle(plan, since, now, after, keep={*self._held, *blocked}, before=before)
         for gid, idle_s in c.merged.items():
             self.events.event("consolidate", f"{gid} split and idle for {idle_s:.0f} s: merging it back into one "
                                              "whole-GPU instance", gpu=gid, idle_s=idle_s)
         return c.plan
 
-    def _borrowers(self, gpu_ids: set[str]) -> dict[str, list[str]]:
-        """Of `gpu_ids`, those with a slice leased by other Ray work (not a Clover replica) -> the
-        leases' owners (gpu_node/free_capacity.py lends the slices no plan uses)."""
+    def _merge_blockers(self, gpu_ids: set[str]) -> dict[str, list[str]]:
+        """Of `gpu_ids`, those that must not be merged yet -> why: a slice leased by other Ray work
+        (gpu_node/free_capacity.py lends the slices no plan uses; not a Clover replica's or a stale
+        lease), or a node that did not report its GPUs or leases (unknown is not free)."""
         fleet = self.reconciler.fleet
-        at = {(g.handle.node, g.handle.index): gid for gid, g in fleet.observe().gpus.items() if gid in gpu_ids}
+        try:
+            view, leases = fleet.observe(), fleet.leases()
+        except Exception as exc:  # noqa: BLE001 - e.g. an agent of another version: wait, do not merge blind
+            return {gid: [f"the fleet could not be asked ({type(exc).__name__}: {exc})"] for gid in gpu_ids}
         out: dict[str, list[str]] = {}
-        for node, leases in fleet.leases().items():
-            for x in leases:
+        at: dict[tuple[str, int], str] = {}
+        for gid in gpu_ids:
+            state = view.gpus.get(gid)
+            if state is None or state.handle.node not in leases:
+                out[gid] = [f"its node did not report its {'GPUs' if state is None else 'leases'}"]
+            else:
+                at[(state.handle.node, state.handle.index)] = gid
+        for node, records in leases.items():
+            for x in records:
                 gid = at.get((node, x.gpu))
                 if gid is not None and not x.stale and not x.owner.startswith(REPLICA_PREFIX):
-                    out.setdefault(gid, []).append(x.owner)
+                    out.setdefault(gid, []).append(f"other Ray work uses a slice ({x.owner})")
         return out
 
     @property
@@ -218,7 +229,7 @@ class ControlLoop:
         set it: a re-plan, an operator's forced plan, a rollback)."""
         s = self.settings
         base = self.desired or DesiredState(0, None, s.lam, s.sla, self.rate_rps, time.time())
-        clocks = idle_clocks(plan, base.idle_since, self.wall_clock(), keep=self._held)
+        clocks = idle_clocks(plan, base.idle_since, self.wall_clock(), keep=self._held, before=base.plan)
         self.desired = replace(base.with_plan(plan, dict(self.demand.rates), pinned), lam=s.lam, sla_ms=s.sla,
                                idle_since=clocks)
         self.store.save(self.desired)

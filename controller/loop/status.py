@@ -27,9 +27,17 @@ def status_doc(loop: ControlLoop) -> JsonDoc:
             "reconfigurations": loop.stats.reconfigurations, "mig_layout_changes": loop.rollout.layout_changes,
             "variant_swaps": loop.rollout.variant_swaps, "mig_ops": loop.rollout.mig_ops,
             "held_gpus": loop.held_gpus,
-            "idle_split_gpus": dict(loop.desired.idle_since) if loop.desired else {},
+            "idle_split_gpus": _merge_clocks(loop),
             "free_capacity": capacity_doc(loop.capacity),
         **({"services": _services(loop)} if len(loop.workload.names) > 1 else {})}
+
+
+def _merge_clocks(loop: ControlLoop) -> dict[str, float]:
+    """Split idle GPUs that will be merged back -> since when they have waited (none when merging
+    is off; a GPU held since the last plan is left out: it will not be merged while held)."""
+    if not loop.desired or not loop.settings.merge_idle_after_s > 0:
+        return {}
+    return {g: t for g, t in loop.desired.idle_since.items() if g not in loop.held_gpus}
 
 
 def _services(loop: ControlLoop) -> JsonDoc:

@@ -40,20 +40,23 @@ def is_split_and_idle(gpu: GpuPlan) -> bool:
 
 
 def idle_clocks(plan: Plan, idle_since: Mapping[str, float], now: float,
-                keep: Collection[str] = ()) -> dict[str, float]:
+                keep: Collection[str] = (), before: Plan | None = None) -> dict[str, float]:
     """The clocks after `plan` becomes desired: each GPU it leaves split and idle -> the wall time
     since which every plan has (its clock in `idle_since`, or `now` for one idle from this plan
-    on). A GPU in `keep` (held) has no clock: its wait starts again once it is free to change."""
-    return {g.gpu_id: idle_since.get(g.gpu_id, now) for g in plan.gpus
-            if g.gpu_id not in keep and is_split_and_idle(g)}
+    on). A GPU in `keep` (held) has no clock: its wait starts again once it is free to change. One
+    whose layout differs from `before` (the plan that was desired) starts again too: a new layout,
+    say an operator's re-split, is a new decision, not the old one's wait."""
+    old = {g.gpu_id: g.layout for g in before.gpus} if before else {}
+    return {g.gpu_id: idle_since.get(g.gpu_id, now) if old.get(g.gpu_id, g.layout) == g.layout else now
+            for g in plan.gpus if g.gpu_id not in keep and is_split_and_idle(g)}
 
 
 def merge_idle(plan: Plan, idle_since: Mapping[str, float], now: float, after_s: float,
-               keep: Collection[str] = ()) -> Consolidation:
-    """`plan` with each GPU that it leaves split and idle, and whose clock in `idle_since` started
+               keep: Collection[str] = (), before: Plan | None = None) -> Consolidation:
+    """`plan` with each GPU that it leaves split and idle, and whose clock (`idle_clocks`) started
     at least `after_s` seconds before `now`, turned into one idle whole-GPU instance. `keep`: GPUs
     whose layout must not change. `after_s` 0 never merges."""
-    due = {gid: now - start for gid, start in idle_clocks(plan, idle_since, now, keep).items()
+    due = {gid: now - start for gid, start in idle_clocks(plan, idle_since, now, keep, before).items()
            if after_s > 0 and now - start >= after_s}
     if not due:
         return Consolidation(plan, {})
