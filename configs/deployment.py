@@ -112,6 +112,7 @@ class DeploymentConfig(_Frozen):
     stuck_after_s: float = Field(60.0, ge=0, allow_inf_nan=False)  # a GPU step waiting this long is given up
     hold_intervals: int = Field(12, ge=1)  # re-plan intervals a GPU so given up keeps its layout
     merge_idle_after_s: float = Field(1800.0, ge=0, allow_inf_nan=False)  # a split GPU idle this long: whole again
+    transition_sla_factor: float = Field(2.0, ge=1, allow_inf_nan=False)  # p95 bound × SLA while a GPU changes
     execution: Literal["simulated", "real"] = "simulated"
     run_dir: str = Field("runs/controller", min_length=1)
     address: str | None = None  # Ray cluster HOST:PORT; None: start a local cluster

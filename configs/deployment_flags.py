@@ -68,6 +68,9 @@ DEPLOYMENT_FLAGS: tuple[_Flag, ...] = (
     _Flag("--merge-idle-after", "merge_idle_after_s", float,
           "seconds a split GPU must stay idle in every plan before it is merged back into one whole instance "
           "(0: never)"),
+    _Flag("--transition-sla-factor", "transition_sla_factor", float,
+          "while one GPU is re-partitioned, the replicas that stay up may run at up to this × the SLA "
+          "(1: strict; a step that would exceed it waits or is bridged)"),
     _Flag("--execution", "execution", str, "simulated: performance-model timing and energy; real: run the models",
           ("simulated", "real")),
     _Flag("--run-dir", "run_dir", str, "where run.log, run.jsonl, emissions.csv and the desired state go"),

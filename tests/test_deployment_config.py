@@ -199,10 +199,14 @@ def test_rollout_patience_reaches_the_loop_from_the_file_and_the_flags(tmp_path)
     assert (settings.drain_timeout_s, settings.stuck_after_s, settings.hold_intervals,
             settings.merge_idle_after_s) == (5.0, 30.0, 2, 600.0)
     assert loop_settings(_from_argv(["--config", str(path), "--merge-idle-after", "0"])).merge_idle_after_s == 0.0
+    assert default.transition_sla_factor == 2.0
+    assert loop_settings(_from_argv(["--config", str(path), "--transition-sla-factor", "1"])).transition_sla_factor == 1.0
 
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--service", "yolo", "--pue", "0.5"], "--pue 0.5: Input should be greater than or equal to 1"),
+    (["--service", "yolo", "--transition-sla-factor", "0.8"],
+     "--transition-sla-factor 0.8: Input should be greater than or equal to 1"),
     (["--service", "yolo", "--ingress-replicas", "0"], "--ingress-replicas 0: Input should be greater than or equal to 1"),
     (["--service", "yolo", "--lambda", "2"], "--lambda '2': Input should be less than or equal to 1"),
     (["--service", "yolo", "--trace-start", "-3"], "--trace-start -3.0: Input should be greater than or equal to 0"),

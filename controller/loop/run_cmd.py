@@ -81,6 +81,7 @@ def loop_settings(config: DeploymentConfig) -> LoopSettings:
                         reconcile_every_s=config.reconcile_every_s, ingress_replicas=config.ingress_replicas,
                         drain_timeout_s=config.drain_timeout_s, stuck_after_s=config.stuck_after_s,
                         hold_intervals=config.hold_intervals, merge_idle_after_s=config.merge_idle_after_s,
+                        transition_sla_factor=config.transition_sla_factor,
                         min_accuracy=first.min_accuracy,
                         more_services=tuple(ServiceSettings(s.name, lam[s.name], s.sla_ms, s.rate_rps, s.variants,
                                                             s.min_accuracy) for s in others))
