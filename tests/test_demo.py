@@ -37,8 +37,8 @@ def test_short_demo_writes_summary_and_logs(tmp_path):
 
 
 def test_the_shipped_demo_splits_a_gpu_at_the_load_peak_and_merges_it_back(tmp_path):
-    """`make demo` as shipped (issue 14): in the solar day (low carbon, λ 0.1) the load's peak
-    needs more replicas of the accurate variant than there are GPUs, so a GPU is split into
+    """`make demo` as shipped (issue 14): in the solar day (low carbon, λ 0.1) the load, planned
+    for 95 % of the SLA, needs more replicas of the accurate variant than there are GPUs, so a GPU is split into
     smaller MIG slices; in the dirty evening b4 on one whole GPU serves everything, and the split
     GPU, idle, is merged back into one instance (by the plan, or by the consolidation rule once
     it has stayed idle). Every request is served and the run's p95 on the slice stays within the

@@ -87,3 +87,14 @@ def test_the_planning_sla_moves_in_steps_so_the_planner_reuses_its_columns():
     assert len(seen) == 1  # a wobbling estimate under one step is one planning SLA
     triggers.overhead_ms = 0.0
     assert triggers.planning_sla_ms(SLA) == SLA
+
+
+def test_a_margin_keeps_the_planning_sla_below_the_sla_before_any_overhead_is_measured():
+    """`sla_margin` (the demo's 5 %): the first plans already leave room for what is not measured
+    yet; a larger measured overhead still wins, and the step rounding keeps the planner's cache."""
+    bus, clock, events = FakeBus(Journal()), Clock(), Events()
+    plain = ReplanTriggers(bus, events, 10.0, 1.0, ForecastParams(), clock)
+    kept = ReplanTriggers(bus, events, 10.0, 1.0, ForecastParams(), clock, sla_margin=0.05)
+    assert plain.planning_sla_ms(40.0) == 40.0 and kept.planning_sla_ms(40.0) == 38.0
+    kept.overhead_ms = 3.0  # 7.5 % of the SLA: rounded up to two steps
+    assert kept.planning_sla_ms(40.0) == 36.0

@@ -92,7 +92,7 @@ class ControlLoop:
                                              on_interval)
         sized = self.desired.sized_rates(self.workload.names) if self.desired else {}
         self.demand = Demand(bus, events, {s.name: s.rate_rps for s in settings.services}, sized,
-                             settings.reconcile_every_s, settings.forecast)
+                             settings.reconcile_every_s, settings.forecast, sla_margin=settings.sla_margin)
         log_start(events, settings, gpus, carbon.name, self.desired)
 
     # -- the plan ---------------------------------------------------------------------------------

@@ -73,6 +73,10 @@ class LoopSettings:
     ingress_replicas: int = 2
     # The load forecast and band rule (controller/planning/load_forecast.py), in wall seconds.
     forecast: ForecastParams = field(default_factory=ForecastParams)
+    # Share of the SLA the planner always keeps in reserve: it plans for the SLA less the larger of
+    # this and the measured serving overhead (controller/loop/triggers.py); 0: up to the SLA itself
+    # until an overhead has been measured.
+    sla_margin: float = 0.0
     device: RunDevice | None = None  # real execution: the device, profile and meter (None: simulated GPUs)
     min_accuracy: float | None = None  # the first service's accuracy floor
     more_services: tuple[ServiceSettings, ...] = ()

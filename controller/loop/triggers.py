@@ -48,8 +48,11 @@ class ReplanTriggers:
     """The triggers of one service (`service`; None: all the traffic, when one service is served)."""
 
     def __init__(self, bus: RouteBus, events: EventSink, expected_rps: float, bin_s: float,
-                 params: ForecastParams, clock: Callable[[], float] = time.monotonic, service: str | None = None) -> None:
+                 params: ForecastParams, clock: Callable[[], float] = time.monotonic, service: str | None = None,
+                 sla_margin: float = 0.0) -> None:
         self.events = events
+        # the share of the SLA always kept off the planning SLA, in whole steps (at least the margin)
+        self._min_steps = math.ceil(sla_margin / PLANNING_SLA_STEP - 1e-9)
         self.service = service
         self.load = LoadTracker(expected_rps, bin_s, params)
         self._arrivals = TrafficWindow(bus, clock)
@@ -58,8 +61,10 @@ class ReplanTriggers:
 
     def planning_sla_ms(self, sla_ms: float) -> float:
         """The SLA the planner plans for: the operator's, less the measured serving overhead rounded
-        up to a step of `PLANNING_SLA_STEP` × SLA (so the planner's cached columns are reused)."""
-        steps = math.ceil(self.overhead_ms / (PLANNING_SLA_STEP * sla_ms) - 1e-9)
+        up to a step of `PLANNING_SLA_STEP` × SLA (so the planner's cached columns are reused), and
+        less at least the `sla_margin` kept for what is not measured yet (the first plans, a load
+        rising toward a plan's edge)."""
+        steps = max(self._min_steps, math.ceil(self.overhead_ms / (PLANNING_SLA_STEP * sla_ms) - 1e-9))
         return max(sla_ms * (1.0 - MAX_OVERHEAD_SHARE), sla_ms * (1.0 - steps * PLANNING_SLA_STEP))
 
     def reset(self) -> None:
@@ -119,10 +124,11 @@ class Demand:
     when any is overloaded."""
 
     def __init__(self, bus: RouteBus, events: EventSink, expected: Mapping[str, float], sized: Mapping[str, float],
-                 bin_s: float, params: ForecastParams, clock: Callable[[], float] = time.monotonic) -> None:
+                 bin_s: float, params: ForecastParams, clock: Callable[[], float] = time.monotonic,
+                 sla_margin: float = 0.0) -> None:
         several = len(expected) > 1
-        self.triggers = {name: ReplanTriggers(bus, events, rate, bin_s, params, clock, name if several else None)
-                         for name, rate in expected.items()}
+        self.triggers = {name: ReplanTriggers(bus, events, rate, bin_s, params, clock, name if several else None,
+                                              sla_margin) for name, rate in expected.items()}
         self.rates = {name: max(rate, sized.get(name, 0.0)) for name, rate in expected.items()}
 
     def reset(self) -> None:
