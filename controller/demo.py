@@ -65,8 +65,8 @@ class CarbonScenario:
 # at ~100, its evening back above 250) under the controller's own λ 0.1, the load's peak in the
 # solar day. The dirty hours run b4 on one GPU; the clean ones want the most accurate b7, and at
 # the solar day's load (planned for 95 % of the SLA: DEMO_SLA_MARGIN) that takes more b7 replicas
-# than there are GPUs, so a GPU is split into smaller slices; in the evening b4 on one GPU serves all again, and the split GPU, left idle, is merged
-# back (docs/serving.md, The demo).
+# than there are GPUs, so a GPU is split into smaller slices; in the evening b4 on one GPU serves
+# all again, and the split GPU, left idle, is merged back (docs/serving.md, The demo).
 ONE_SERVICE = CarbonScenario(lam=0.1, trace_hours=22.0, trace_start_h=13.0)
 # Several services: a whole day at λ 0.5, where both services hold their SLAs on a 2-core host.
 SEVERAL_SERVICES = CarbonScenario(lam=0.5, trace_hours=24.0, trace_start_h=0.0)

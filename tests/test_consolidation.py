@@ -48,8 +48,9 @@ def test_a_gpu_used_again_restarts_the_wait_and_held_whole_or_disabled_gpus_are_
     assert not never.merged and never.plan == plan(BUSY, SPLIT_IDLE)
     # an idle GPU re-split another way (an operator's plan) is a new decision: its wait starts again
     resplit = gpu("n/gpu1", (Placement("4g.40gb", 0), None, 1), (P3B, None, 1))
-    assert idle_clocks(plan(BUSY, resplit), {"n/gpu1": 0.0}, now=50.0, before=plan(BUSY, SPLIT_IDLE)) == {"n/gpu1": 50.0}
-    assert idle_clocks(plan(BUSY, SPLIT_IDLE), {"n/gpu1": 0.0}, now=50.0, before=plan(BUSY, SPLIT_IDLE)) == {"n/gpu1": 0.0}
+    was = plan(BUSY, SPLIT_IDLE)
+    assert idle_clocks(plan(BUSY, resplit), {"n/gpu1": 0.0}, now=50.0, before=was) == {"n/gpu1": 50.0}
+    assert idle_clocks(plan(BUSY, SPLIT_IDLE), {"n/gpu1": 0.0}, now=50.0, before=was) == {"n/gpu1": 0.0}
 
 
 def test_the_idle_clocks_survive_the_state_file(tmp_path):

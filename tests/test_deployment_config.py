@@ -200,7 +200,8 @@ def test_rollout_patience_reaches_the_loop_from_the_file_and_the_flags(tmp_path)
             settings.merge_idle_after_s) == (5.0, 30.0, 2, 600.0)
     assert loop_settings(_from_argv(["--config", str(path), "--merge-idle-after", "0"])).merge_idle_after_s == 0.0
     assert default.transition_sla_factor == 2.0
-    assert loop_settings(_from_argv(["--config", str(path), "--transition-sla-factor", "1"])).transition_sla_factor == 1.0
+    strict = loop_settings(_from_argv(["--config", str(path), "--transition-sla-factor", "1"]))
+    assert strict.transition_sla_factor == 1.0
 
 
 @pytest.mark.parametrize(("argv", "message"), [
